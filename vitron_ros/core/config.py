@@ -1,0 +1,145 @@
+"""Model profiles: YAML -> frozen dataclasses -> constructors.
+
+Unknown keys raise `VitronInputError` naming the key, so a typo in a profile never silently falls back to a
+default. `${cache}` in a path expands to the model cache folder ($VITRON_CACHE, else ~/.cache/vitron_ros).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VitronInputError
+
+BOX_FORMATS = ("normalized", "pixel")
+SAM_ARCHS = ("vit_h", "vit_l", "vit_b", "tiny")
+
+
+@dataclass(frozen=True)
+class TinyBuildConfig:
+    """Sizes of the random-weight miniature built offline (same classes as the real models, smaller)."""
+
+    vision_image_size: int = 112  # CLIP input side; 112 / 16 = 7x7 patch grid
+    vision_patch_size: int = 16
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    vocab_size: int = 600  # byte-level BPE trained in memory on the prompt vocabulary
+    sam_image_size: int = 256  # SAM input side; 256 / 16 = 16x16 image embedding
+    sam_embed_dim: int = 64
+    sam_depth: int = 2
+    sam_heads: int = 2
+    seed: int = 0  # random weights are seeded so the tiny profile is reproducible
+
+
+@dataclass(frozen=True)
+class LlmConfig:
+    model: str  # local folder of a Hugging Face LLaVA checkpoint, or a hub id fetched by `vitron models fetch`
+    box_format: str = "normalized"  # how the LLM writes boxes: "normalized" (0-1 of the padded square) or "pixel"
+    max_new_tokens: int = 64  # answer length cap; greedy decoding
+    dtype: str = "float16"  # used on CUDA; CPU always runs float32 (half precision is slow or unsupported there)
+    revision: str | None = None  # hub revision to pin, when `model` is a hub id
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    arch: str  # vit_h | vit_l | vit_b as segment-anything builds them, or "tiny"
+    checkpoint: str  # SAM state dict: official .pth or .safetensors
+    url: str | None = None  # where `vitron models fetch` downloads the checkpoint from
+    multimask_output: bool = True  # three candidate masks per prompt; the best-scored one is returned first
+    points_per_side: int = 32  # "everything" mode grid density
+    pred_iou_thresh: float = 0.88  # "everything" mode filters (segment-anything's defaults)
+    stability_score_thresh: float = 0.95
+    min_mask_region_area: int = 0
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    name: str
+    llm: LlmConfig
+    segmenter: SegmenterConfig
+    description: str = ""
+    build_if_missing: bool = False  # build random tiny weights on first use (tiny profile only)
+    tiny: TinyBuildConfig = field(default_factory=TinyBuildConfig)
+
+
+def default_profiles_path() -> Path:
+    """The profiles YAML: $VITRON_PROFILES, else the repo's config/, else the ament share folder."""
+    if env := os.environ.get("VITRON_PROFILES"):
+        return Path(env)
+    candidates = [
+        Path(__file__).resolve().parents[2] / "config" / "profiles.yaml",
+        Path(sys.prefix) / "share" / "vitron_ros" / "config" / "profiles.yaml",
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise VitronInputError(f"profiles.yaml not found; looked in {[str(c) for c in candidates]}; set VITRON_PROFILES")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VITRON_CACHE", Path.home() / ".cache" / "vitron_ros")).expanduser()
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    """Construct dataclass `cls` from a mapping, rejecting unknown keys by name."""
+    if not isinstance(values, dict):
+        raise VitronInputError(f"{where}: expected a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise VitronInputError(f"{where}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:  # a required key is missing
+        raise VitronInputError(f"{where}: {exc}") from None
+
+
+def _expand(path: str) -> str:
+    return os.path.expanduser(path.replace("${cache}", str(cache_dir())))
+
+
+def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
+    where = f"profile '{name}'"
+    if not isinstance(raw, dict):
+        raise VitronInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    raw = dict(raw)
+    llm = _build(LlmConfig, raw.pop("llm", None), f"{where}.llm")
+    seg = _build(SegmenterConfig, raw.pop("segmenter", None), f"{where}.segmenter")
+    tiny = _build(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
+    llm = dataclasses.replace(llm, model=_expand(llm.model))
+    seg = dataclasses.replace(seg, checkpoint=_expand(seg.checkpoint))
+    if llm.box_format not in BOX_FORMATS:
+        raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
+    if seg.arch not in SAM_ARCHS:
+        raise VitronInputError(f"{where}.segmenter.arch: expected one of {SAM_ARCHS}, got {seg.arch!r}")
+    profile = _build(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, **raw}, where)
+    return profile
+
+
+def load_profiles(path: str | os.PathLike | None = None) -> dict[str, ProfileConfig]:
+    path = Path(path) if path is not None else default_profiles_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise VitronInputError(f"cannot read profiles file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise VitronInputError(f"profiles file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) != {"profiles"} or not isinstance(raw["profiles"], dict):
+        raise VitronInputError(f"profiles file {path}: expected a single top-level key 'profiles' with a mapping")
+    return {name: profile_from_dict(name, body) for name, body in raw["profiles"].items()}
+
+
+def load_profile(name: str, path: str | os.PathLike | None = None) -> ProfileConfig:
+    profiles = load_profiles(path)
+    if name not in profiles:
+        raise VitronInputError(f"unknown profile {name!r}; available: {', '.join(sorted(profiles))}")
+    return profiles[name]

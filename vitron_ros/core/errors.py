@@ -1,0 +1,13 @@
+"""Error types the core raises, so callers (CLI, ROS node) can turn each into a clear message."""
+
+
+class VitronInputError(ValueError):
+    """A caller passed something the pipeline cannot use: bad image, coordinates, request or config value."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """A model file or hub id that a profile names is not on this machine."""
+
+
+class CheckpointLoadError(RuntimeError):
+    """A model file exists but could not be loaded (corrupt, wrong architecture, unsafe format)."""
