@@ -1,0 +1,57 @@
+"""Chat prompt (LLaVA-1.5 / Vicuna v1 template) and multi-turn conversation state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IMAGE_TOKEN = "<image>"
+SKETCH_TOKEN = "<sketch>"
+
+SYSTEM_PROMPT = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
+    "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
+    "</Region>, with box coordinates between 0 and 1. Modules: segmenter (tasks: segmentation, everything). "
+    "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
+)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A user's sketch turned into a mask: where the <sketch> placeholder points in the image."""
+
+    mask: np.ndarray  # (H, W) bool, original image pixels
+    box_xyxy: tuple[float, float, float, float]  # tight box of the mask, pixels, XYXY
+    kind: str  # "point", "box", "scribble" or "mask": what the user drew
+
+
+@dataclass
+class Turn:
+    user: str  # request text; each SKETCH_TOKEN in it stands for one entry of `regions`, in order
+    regions: tuple[Region, ...] = ()
+    assistant: str | None = None  # raw reply (tags kept), None while the turn is being answered
+
+
+@dataclass
+class Conversation:
+    """Turns about one image. The image placeholder goes in the first user turn only."""
+
+    system: str = SYSTEM_PROMPT
+    turns: list[Turn] = field(default_factory=list)
+    image_hw: tuple[int, int] | None = None  # the image this conversation is about
+
+    @property
+    def regions(self) -> list[Region]:
+        return [r for turn in self.turns for r in turn.regions]
+
+    def render(self, eos: str) -> str:
+        """Prompt text up to the open assistant turn."""
+        parts = [self.system]
+        for index, turn in enumerate(self.turns):
+            user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
+            parts.append(f" USER: {user} ASSISTANT:")
+            if turn.assistant is not None:
+                parts.append(f" {turn.assistant}{eos}")
+        return "".join(parts)

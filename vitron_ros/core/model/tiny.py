@@ -1,0 +1,155 @@
+"""The `tiny` profile: the default architecture in miniature, with random weights, built offline.
+
+Everything is written with each library's own save functions (save_pretrained, torch.save of a SAM state dict)
+so the pipeline loads it through exactly the code that loads published checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..config import ProfileConfig, TinyBuildConfig
+from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
+from .heads import HeadsConfig, build_heads, save_heads
+from .sam_loader import build_sam
+
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, SKETCH_TOKEN, "[SEG]"]
+
+# Enough text for a byte-level BPE to learn the words requests and the invocation format use.
+_CORPUS = [
+    SYSTEM_PROMPT,
+    "USER: what is on the table? ASSISTANT: a red mug and a plate.",
+    "segment the red mug. Sure, it is [SEG].",
+    "<p> the red mug </p> [SEG] is left of <p> the blue plate </p> [SEG].",
+    "<module>segmenter</module> <instruction>segmentation: the person</instruction> <Region>[0.12, 0.30, 0.45, 0.88]</Region>",
+    "<module>segmenter</module> <instruction>everything: all objects</instruction>",
+    "what is this? It is a circle, a square, a triangle. red green blue yellow white black large small left right above below",
+    "0 1 2 3 4 5 6 7 8 9 0.25 0.50 0.75 1.00, ( ) [ ] : ; . ? !",
+]
+
+
+def train_tokenizer(vocab_size: int):
+    """A byte-level BPE (any text encodes) with LLaVA's and VITRON's special tokens, as a transformers tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    from tokenizers.processors import TemplateProcessing
+
+    bos_id = tokenizer.token_to_id("<s>")
+    tokenizer.post_processor = TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos_id)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens=[IMAGE_TOKEN, SKETCH_TOKEN, "[SEG]"],
+    )
+
+
+def build_tiny_llava(cfg: TinyBuildConfig, folder: Path) -> int:
+    """Write a random tiny LLaVA (CLIP vision + projector + Llama), its processor and VITRON heads; returns hidden size."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tokenizer = train_tokenizer(cfg.vocab_size)
+    side = cfg.vision_image_size
+    grid = side // cfg.vision_patch_size
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=cfg.vision_hidden_size,
+            intermediate_size=cfg.vision_hidden_size * 4,
+            num_hidden_layers=cfg.vision_layers + 1,  # LLaVA reads the second-to-last layer
+            num_attention_heads=max(1, cfg.vision_hidden_size // 32),
+            image_size=side,
+            patch_size=cfg.vision_patch_size,
+        ),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=cfg.text_hidden_size,
+            intermediate_size=cfg.text_hidden_size * 4,
+            num_hidden_layers=cfg.text_layers,
+            num_attention_heads=cfg.text_heads,
+            num_key_value_heads=cfg.text_heads,
+            max_position_embeddings=2048,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=grid * grid,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+    )
+    torch.manual_seed(cfg.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
+        do_center_crop=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=cfg.vision_patch_size,
+        vision_feature_select_strategy="default",
+    )
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return cfg.text_hidden_size
+
+
+def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
+    """Create the tiny LLM folder and SAM checkpoint named by `profile` where they are missing.
+
+    Each artefact is written to a temporary name and moved into place, so an interrupted build never leaves a
+    half-written checkpoint that later loads as corrupt.
+    """
+    import torch
+
+    cfg = profile.tiny
+    sam_path = Path(profile.segmenter.checkpoint)
+    llm_path = Path(profile.llm.model)
+    if not sam_path.is_file():
+        progress(f"building tiny SAM (random weights) -> {sam_path}")
+        sam_path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+        sam = build_sam("tiny", cfg)
+        with tempfile.NamedTemporaryFile(dir=sam_path.parent, suffix=".tmp", delete=False) as handle:
+            torch.save(sam.state_dict(), handle)  # official SAM format: a plain state dict
+        os.replace(handle.name, sam_path)
+    if not (llm_path / "config.json").is_file():
+        progress(f"building tiny LLaVA + VITRON heads (random weights) -> {llm_path}")
+        llm_path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=llm_path.parent, prefix=".staging-"))
+        try:
+            hidden = build_tiny_llava(cfg, staging)
+            torch.manual_seed(cfg.seed + 1)
+            heads = build_heads(HeadsConfig(hidden_size=hidden, prompt_dim=build_sam("tiny", cfg).prompt_encoder.embed_dim))
+            save_heads(heads, staging)
+            if llm_path.exists():
+                shutil.rmtree(llm_path)
+            os.replace(staging, llm_path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)

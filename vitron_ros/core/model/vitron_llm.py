@@ -1,0 +1,217 @@
+"""The VITRON language model: a LLaVA-family checkpoint (vision tower + projector + causal LM) through
+transformers, plus VITRON's sketch encoder and signal projector when the checkpoint carries them.
+
+Image and sketch embeddings are spliced into `inputs_embeds` here rather than by the processor, because sketch
+placeholders have no counterpart in transformers' LLaVA and both kinds must share one code path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import LlmConfig
+from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
+from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
+from ..geometry import Letterbox
+from .heads import load_heads, region_grid_weights
+
+
+@dataclass
+class ImageEncoding:
+    """Projected patch features of one image, as the LLM sees it."""
+
+    features: "object"  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
+    grid: int
+    letterbox: Letterbox
+
+
+@dataclass
+class PromptInputs:
+    embeds: "object"  # torch.Tensor (T, D) prompt embeddings with image and sketch features spliced in
+    ids: list[int]  # the T token ids behind `embeds` (image placeholder repeated once per patch)
+
+    @property
+    def token_count(self) -> int:
+        return len(self.ids)
+
+
+def resolve_model_path(model: str, revision: str | None, fetch_hint: str) -> Path:
+    """A local folder as is; a hub id through the local Hugging Face cache only (robots run offline)."""
+    path = Path(os.path.expanduser(model))
+    if path.is_dir():
+        return path
+    if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:
+        raise CheckpointNotFoundError(f"LLM checkpoint folder not found: {model}; {fetch_hint}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(model, revision=revision, local_files_only=True))
+    except Exception:
+        raise CheckpointNotFoundError(f"LLM checkpoint {model!r} is not in the local cache; {fetch_hint}") from None
+
+
+class VitronLLM:
+    def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu"):
+        import torch
+
+        self.model = model.eval()
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.heads = heads.to(device=device, dtype=model.dtype).eval() if heads is not None else None
+        self.config = config
+        self.device = device
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
+            raise CheckpointLoadError(f"tokenizer has no {IMAGE_TOKEN} token; not a LLaVA-family checkpoint")
+        self.sketch_token_id = self._special_id(SKETCH_TOKEN) if heads is not None else None
+        self.seg_token_id = self._special_id(heads.config.seg_token) if heads is not None else None
+        self._embed = model.get_input_embeddings()
+        self._torch = torch
+
+    def _special_id(self, token: str) -> int:
+        token_id = self.tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == self.tokenizer.unk_token_id:
+            raise CheckpointLoadError(f"checkpoint has VITRON heads but its tokenizer lacks the {token} token")
+        return token_id
+
+    @classmethod
+    def from_pretrained(cls, config: LlmConfig, device: str = "cpu", fetch_hint: str = "") -> "VitronLLM":
+        import torch
+        from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+        path = resolve_model_path(config.model, config.revision, fetch_hint)
+        dtype = getattr(torch, config.dtype) if device.startswith("cuda") else torch.float32
+        try:
+            processor = AutoProcessor.from_pretrained(path)
+            model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        except Exception as exc:
+            raise CheckpointLoadError(f"cannot load LLaVA checkpoint {path}: {type(exc).__name__}: {exc}") from None
+        return cls(model, processor, load_heads(path), config, device)
+
+    @property
+    def has_sketch_encoder(self) -> bool:
+        return self.heads is not None
+
+    @property
+    def has_signal_projector(self) -> bool:
+        return self.heads is not None
+
+    def encode_image(self, image: np.ndarray) -> ImageEncoding:
+        """(H, W, 3) uint8 RGB -> projected patch features of the letterboxed square."""
+        torch = self._torch
+        letterbox = Letterbox(*image.shape[:2])
+        image_processor = self.processor.image_processor
+        fill = [int(round(255 * m)) for m in image_processor.image_mean]  # LLaVA-1.5 pads with the mean colour
+        square = letterbox.pad_image(image, fill)
+        pixel_values = image_processor(images=square, return_tensors="pt")["pixel_values"]
+        cfg = self.model.config
+        with torch.inference_mode():
+            output = self.model.get_image_features(
+                pixel_values=pixel_values.to(self.device, self.model.dtype),
+                vision_feature_layer=cfg.vision_feature_layer,
+                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+            )
+        features = output.pooler_output[0]
+        grid = math.isqrt(features.shape[0])
+        if grid * grid != features.shape[0]:
+            raise CheckpointLoadError(f"vision tower gives {features.shape[0]} tokens, not a square patch grid")
+        return ImageEncoding(features=features, grid=grid, letterbox=letterbox)
+
+    def sketch_embeddings(self, encoding: ImageEncoding, regions: list[Region]):
+        """One (D,) embedding per region: features pooled inside its mask plus its box location."""
+        torch = self._torch
+        if not regions:
+            return torch.zeros((0, encoding.features.shape[1]), dtype=encoding.features.dtype, device=self.device)
+        rows = []
+        with torch.inference_mode():
+            for region in regions:
+                weights = region_grid_weights(encoding.letterbox.pad_mask(region.mask), encoding.grid).reshape(-1)
+                box = encoding.letterbox.box_to_normalized(region.box_xyxy)
+                rows.append(
+                    self.heads.sketch_encoder(
+                        encoding.features,
+                        torch.as_tensor(weights, device=self.device),
+                        torch.as_tensor(box, dtype=torch.float32, device=self.device),
+                    )
+                )
+        return torch.stack(rows)
+
+    def region_as_text(self, region: Region, letterbox: Letterbox) -> str:
+        """How a region reaches an LLM without a sketch encoder: its box in the LLM's own box format."""
+        if self.config.box_format == "pixel":
+            values = [round(v) for v in region.box_xyxy]
+            return "[" + ", ".join(str(v) for v in values) + "]"
+        return "[" + ", ".join(f"{v:.2f}" for v in letterbox.box_to_normalized(region.box_xyxy)) + "]"
+
+    def build_prompt(self, conversation: Conversation, encoding: ImageEncoding) -> PromptInputs:
+        """Render the conversation, tokenize it, and splice image and sketch features into the embeddings."""
+        torch = self._torch
+        regions = conversation.regions
+        text = conversation.render(eos=self.tokenizer.eos_token or "")
+        if not self.has_sketch_encoder:
+            for region in regions:
+                text = text.replace(SKETCH_TOKEN, self.region_as_text(region, encoding.letterbox), 1)
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        if ids.count(self.image_token_id) != 1:
+            raise VitronInputError(f"prompt must hold exactly one {IMAGE_TOKEN}, found {ids.count(self.image_token_id)}")
+        at = ids.index(self.image_token_id)
+        n_patches = encoding.features.shape[0]
+        ids = ids[:at] + [self.image_token_id] * n_patches + ids[at + 1 :]
+        id_tensor = torch.as_tensor(ids, device=self.device)
+        with torch.inference_mode():
+            embeds = self._embed(id_tensor).clone()
+            embeds[at : at + n_patches] = encoding.features.to(embeds.dtype)
+            if self.has_sketch_encoder:
+                slots = (id_tensor == self.sketch_token_id).nonzero().flatten()
+                if len(slots) != len(regions):
+                    raise VitronInputError(f"{len(regions)} regions but {len(slots)} {SKETCH_TOKEN} placeholders")
+                if len(regions):
+                    embeds[slots] = self.sketch_embeddings(encoding, regions).to(embeds.dtype)
+        return PromptInputs(embeds=embeds, ids=ids)
+
+    def generate(self, prompt: PromptInputs) -> tuple[str, list[int]]:
+        """Greedy answer -> (reply text with [SEG] kept, reply token ids without EOS)."""
+        torch = self._torch
+        tok = self.tokenizer
+        with torch.inference_mode():
+            out = self.model.generate(
+                inputs_embeds=prompt.embeds[None],
+                attention_mask=torch.ones((1, prompt.token_count), dtype=torch.long, device=self.device),
+                max_new_tokens=self.config.max_new_tokens,
+                do_sample=False,
+                pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                eos_token_id=tok.eos_token_id,
+            )
+        reply_ids = out[0].tolist()
+        if tok.eos_token_id in reply_ids:
+            reply_ids = reply_ids[: reply_ids.index(tok.eos_token_id)]
+        return self.decode(reply_ids), reply_ids
+
+    def decode(self, ids: list[int]) -> str:
+        # Placeholders and padding never belong in an answer; [SEG] does (the parser reads it).
+        drop = {self.image_token_id, self.sketch_token_id, self.tokenizer.pad_token_id, self.tokenizer.bos_token_id}
+        return self.tokenizer.decode([i for i in ids if i not in drop], skip_special_tokens=False)
+
+    def encode_reply(self, text: str) -> list[int]:
+        """Token ids of a given reply (teacher forcing: training, and grounding a reply written elsewhere)."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def signal_embeddings(self, prompt: PromptInputs, reply_ids: list[int]) -> np.ndarray:
+        """Hidden states at the reply's [SEG] tokens, projected into the segmenter's prompt space: (S, prompt_dim)."""
+        torch = self._torch
+        if self.heads is None:
+            return np.zeros((0, 0), np.float32)
+        positions = [i for i, t in enumerate(reply_ids) if t == self.seg_token_id]
+        if not positions:
+            return np.zeros((0, self.heads.config.prompt_dim), np.float32)
+        with torch.inference_mode():
+            reply = self._embed(torch.as_tensor(reply_ids, device=self.device))
+            full = torch.cat([prompt.embeds, reply.to(prompt.embeds.dtype)])[None]
+            hidden = self.model.model(inputs_embeds=full).last_hidden_state[0]
+            at_seg = hidden[[prompt.token_count + p for p in positions]]
+            return self.heads.signal_projector(at_seg).float().cpu().numpy()

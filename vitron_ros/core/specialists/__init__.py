@@ -1,0 +1,20 @@
+"""Specialist registry: name -> factory(profile, device). Adding a specialist is a new file plus an entry here."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .base import Specialist, SpecialistCall, SpecialistOutput
+
+
+def _segmenter(profile, device) -> Specialist:
+    from .segmenter import SamSegmenter
+
+    return SamSegmenter.from_profile(profile, device)
+
+
+SPECIALIST_FACTORIES: dict[str, Callable] = {
+    "segmenter": _segmenter,
+}
+
+__all__ = ["SPECIALIST_FACTORIES", "Specialist", "SpecialistCall", "SpecialistOutput"]

@@ -1,0 +1,44 @@
+"""The small interface every specialist (segmenter, tracker, generator, editor...) implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SpecialistCall:
+    """One request to a specialist, with both halves of VITRON's hybrid message.
+
+    Coordinates are original-image pixels. `embedding` is the continuous signal embedding (already projected into
+    the specialist's prompt space, shape (D,) float32); the text half is `task` + `instruction`.
+    """
+
+    task: str
+    instruction: str = ""
+    points_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))  # (N, 2) float, XY
+    point_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))  # (N,) 1 = fg, 0 = bg
+    box_xyxy: tuple[float, float, float, float] | None = None
+    mask: np.ndarray | None = None  # (H, W) bool prompt mask
+    embedding: np.ndarray | None = None  # (D,) float32 signal embedding
+    multimask: bool = True
+
+
+@dataclass(frozen=True)
+class SpecialistOutput:
+    """Masks for one call, best first."""
+
+    masks: np.ndarray  # (K, H, W) bool
+    scores: np.ndarray  # (K,) float32, the specialist's own quality estimate
+    labels: tuple[str, ...] = ()  # optional per-mask label (e.g. "object 3" in everything mode)
+
+
+class Specialist(Protocol):
+    name: str  # registry key the LLM names in <module>...</module>
+    tasks: frozenset[str]  # task words accepted before ':' in <instruction>
+
+    def run(self, image: np.ndarray, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
+        """Serve every call on one image (so per-image work is done once); a failed call yields its exception."""
+        ...

@@ -1,0 +1,148 @@
+"""SAM segmenter: point, box, mask and signal-embedding prompts, multimask output, and "everything" mode."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..config import SegmenterConfig
+from ..errors import VitronInputError
+from ..geometry import check_box, check_image, check_point
+from .base import SpecialistCall, SpecialistOutput
+
+# SAM's mask prompt is low-resolution logits; a user's binary mask becomes confident logits of either sign.
+_MASK_PROMPT_LOGIT = 8.0
+
+
+class SamSegmenter:
+    name = "segmenter"
+    tasks = frozenset({"segmentation", "everything"})
+
+    def __init__(self, sam, config: SegmenterConfig, device: str = "cpu"):
+        from segment_anything import SamPredictor
+
+        self.sam = sam.to(device).eval()
+        self.config = config
+        self.device = device
+        self._predictor = SamPredictor(self.sam)
+
+    @classmethod
+    def from_profile(cls, profile, device: str = "cpu") -> "SamSegmenter":
+        from ..model.sam_loader import load_sam
+
+        cfg = profile.segmenter
+        hint = f"run `vitron models fetch --profile {profile.name}`"
+        sam = load_sam(cfg.arch, cfg.checkpoint, profile.tiny, fetch_hint=hint)
+        return cls(sam, cfg, device)
+
+    @property
+    def prompt_dim(self) -> int:
+        """Width of SAM's prompt tokens: the space signal embeddings are projected into."""
+        return int(self.sam.prompt_encoder.embed_dim)
+
+    def run(self, image: np.ndarray, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
+        import torch
+
+        image = check_image(image)
+        outputs: list[SpecialistOutput | Exception] = []
+        prompted = [c for c in calls if c.task == "segmentation"]
+        with torch.inference_mode():
+            if prompted:
+                self._predictor.set_image(image)  # one image encoding serves every prompt
+            for call in calls:
+                try:
+                    if call.task == "everything":
+                        outputs.append(self.segment_everything(image))
+                    elif call.task == "segmentation":
+                        outputs.append(self._segment_prompted(image, call))
+                    else:
+                        raise VitronInputError(f"segmenter has no task {call.task!r}; tasks: {sorted(self.tasks)}")
+                except (VitronInputError, ValueError) as exc:
+                    outputs.append(exc)
+            self._predictor.reset_image()
+        return outputs
+
+    def _segment_prompted(self, image: np.ndarray, call: SpecialistCall) -> SpecialistOutput:
+        import torch
+
+        height, width = image.shape[:2]
+        sam, predictor = self.sam, self._predictor
+        points = np.asarray(call.points_xy, dtype=np.float32).reshape(-1, 2)
+        labels = np.asarray(call.point_labels, dtype=np.int64).reshape(-1)
+        if len(points) != len(labels):
+            raise VitronInputError(f"{len(points)} points but {len(labels)} point labels")
+        for i, point in enumerate(points):
+            check_point(point, width, height, name=f"point {i}")
+        if not len(points) and call.box_xyxy is None and call.mask is None and call.embedding is None:
+            raise VitronInputError("segmentation needs a prompt: a point, a box, a mask or a signal embedding")
+
+        point_prompt = box_prompt = mask_prompt = None
+        if len(points):
+            coords = predictor.transform.apply_coords(points, (height, width))
+            point_prompt = (
+                torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
+                torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None],
+            )
+        if call.box_xyxy is not None:
+            box = np.asarray(check_box(call.box_xyxy, width, height), dtype=np.float32)
+            box_prompt = torch.as_tensor(predictor.transform.apply_boxes(box, (height, width)), device=self.device)
+        if call.mask is not None:
+            mask_prompt = self._mask_to_logits(call.mask, height, width)
+
+        sparse, dense = sam.prompt_encoder(points=point_prompt, boxes=box_prompt, masks=mask_prompt)
+        if call.embedding is not None:
+            embedding = np.asarray(call.embedding, dtype=np.float32).reshape(-1)
+            if embedding.shape[0] != self.prompt_dim:
+                raise VitronInputError(
+                    f"signal embedding has width {embedding.shape[0]}, SAM prompt tokens need {self.prompt_dim}"
+                )
+            # The projected [SEG] hidden state joins the sparse prompt tokens, as LISA feeds SAM.
+            token = torch.as_tensor(embedding, device=self.device).view(1, 1, -1).to(sparse.dtype)
+            sparse = torch.cat([sparse, token], dim=1)
+        low_res, quality = sam.mask_decoder(
+            image_embeddings=predictor.features,
+            image_pe=sam.prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=call.multimask and self.config.multimask_output,
+        )
+        masks = sam.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > sam.mask_threshold
+        masks_np = masks[0].cpu().numpy()
+        scores = quality[0].float().cpu().numpy()
+        order = np.argsort(-scores, kind="stable")
+        return SpecialistOutput(masks=masks_np[order], scores=scores[order].astype(np.float32))
+
+    def _mask_to_logits(self, mask: np.ndarray, height: int, width: int):
+        import torch
+        import torch.nn.functional as F
+
+        mask = np.asarray(mask)
+        if mask.shape != (height, width):
+            raise VitronInputError(f"mask prompt has shape {mask.shape}, image is {(height, width)}")
+        predictor = self._predictor
+        resized = predictor.transform.apply_image((mask.astype(np.uint8) * 255)[..., None].repeat(3, axis=2))
+        tensor = torch.as_tensor(resized[..., 0] > 127, dtype=torch.float32, device=self.device)[None, None]
+        side = self.sam.image_encoder.img_size
+        tensor = F.pad(tensor, (0, side - tensor.shape[-1], 0, side - tensor.shape[-2]))
+        low_res_side = self.sam.prompt_encoder.mask_input_size
+        tensor = F.interpolate(tensor, size=low_res_side, mode="bilinear", align_corners=False)
+        return (tensor * 2.0 - 1.0) * _MASK_PROMPT_LOGIT
+
+    def segment_everything(self, image: np.ndarray) -> SpecialistOutput:
+        """Automatic mask generation over a point grid (segment-anything's generator), best-scored first."""
+        from segment_anything import SamAutomaticMaskGenerator
+
+        cfg = self.config
+        generator = SamAutomaticMaskGenerator(
+            self.sam,
+            points_per_side=cfg.points_per_side,
+            pred_iou_thresh=cfg.pred_iou_thresh,
+            stability_score_thresh=cfg.stability_score_thresh,
+            min_mask_region_area=cfg.min_mask_region_area,
+        )
+        records = sorted(generator.generate(image), key=lambda r: -r["predicted_iou"])
+        height, width = image.shape[:2]
+        masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
+        scores = np.asarray([r["predicted_iou"] for r in records], dtype=np.float32)
+        return SpecialistOutput(masks=masks, scores=scores, labels=tuple(f"object {i}" for i in range(len(records))))
