@@ -1,0 +1,134 @@
+"""`vitron` command line: query an image, fetch and list model profiles.
+
+Every failure the user can cause (missing or unreadable image, bad coordinates, unknown profile, missing
+checkpoint) ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from .core.errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
+
+EXIT_USAGE = 2
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's default prints the whole usage block first
+        raise VitronInputError(f"{self.prog}: {message}")
+
+
+def _numbers(text: str, count: int, flag: str) -> tuple[float, ...]:
+    parts = text.split(",")
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != count or not all(math.isfinite(v) for v in values):
+        shape = "X,Y" if count == 2 else "X1,Y1,X2,Y2"
+        raise VitronInputError(f"{flag} {text!r}: expected {count} comma-separated numbers {shape}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="vitron", description="VITRON pixel-level vision assistant")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+
+    query = commands.add_parser("query", help="ask about an image; writes overlay.png and result.json")
+    query.add_argument("image", help="image file (PNG, JPEG, ...)")
+    query.add_argument("request", help='request in language, e.g. "segment the red mug"')
+    query.add_argument("--point", action="append", default=[], metavar="X,Y", help="point sketch, pixels (repeatable)")
+    query.add_argument("--box", action="append", default=[], metavar="X1,Y1,X2,Y2", help="box sketch, pixels")
+    query.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
+    query.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
+    query.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    query.add_argument("--out", default="vitron_out", help="folder for overlay.png and result.json")
+    query.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
+
+    models = commands.add_parser("models", help="list or fetch model profiles")
+    model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_OneLineParser)
+    fetch = model_commands.add_parser("fetch", help="download a profile's checkpoints once, for offline use")
+    fetch.add_argument("--profile", default="default")
+    fetch.add_argument("--profiles-file", default=None)
+    listing = model_commands.add_parser("list", help="list profiles and whether their checkpoints are here")
+    listing.add_argument("--profiles-file", default=None)
+    return parser
+
+
+def _query(args) -> int:
+    from .core.config import load_profile
+    from .core.image_io import load_image, save_image
+    from .core.overlay import render_overlay
+    from .core.pipeline import VitronPipeline
+    from .core.sketch import Sketch
+
+    profile = load_profile(args.profile, args.profiles_file)
+    image = load_image(args.image)
+    sketches = [Sketch.point(*_numbers(p, 2, "--point")) for p in args.point]
+    sketches += [Sketch.box(*_numbers(b, 4, "--box")) for b in args.box]
+    height, width = image.shape[:2]
+    for i, sketch in enumerate(sketches):  # fail before the (slow) model load
+        sketch.validate(height, width, name=f"{'--point' if sketch.kind == 'point' else '--box'} #{i + 1}")
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr)
+
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=progress)
+    result, _ = pipeline(image, args.request, sketches)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    overlay = render_overlay(image, [m.mask for m in result.masks], [m.label for m in result.masks])
+    save_image(out / "overlay.png", overlay)
+    payload = result.to_json()
+    (out / "result.json").write_text(json.dumps(payload, indent=2))
+
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"answer: {result.answer}")
+    for i, m in enumerate(result.masks):
+        box = ", ".join(f"{v:.0f}" for v in m.box_xyxy)
+        print(f"  mask {i}: {m.label!r} score={m.score:.3f} box=[{box}] area={int(m.mask.sum())} via {m.source}")
+    for error in result.errors:
+        print(f"  note: {error}")
+    stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings.items())
+    print(f"timings: {stages}")
+    print(f"wrote {out / 'overlay.png'} and {out / 'result.json'}")
+    return 0
+
+
+def _models(args) -> int:
+    from .core.config import load_profile, load_profiles
+    from .core.fetch import fetch_profile
+
+    if args.models_command == "fetch":
+        fetch_profile(load_profile(args.profile, args.profiles_file))
+        return 0
+    for name, profile in load_profiles(args.profiles_file).items():
+        sam_here = Path(profile.segmenter.checkpoint).is_file()
+        print(f"{name}: llm={profile.llm.model} sam={profile.segmenter.arch} ({'present' if sam_here else 'missing'})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return _query(args) if args.command == "query" else _models(args)
+    except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
+        print(f"vitron: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # unwritable --out, network failure during fetch, ...
+        print(f"vitron: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("vitron: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

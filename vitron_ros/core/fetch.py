@@ -1,0 +1,64 @@
+"""`vitron models fetch`: download a profile's checkpoints once, with progress, for robots that run offline."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from .config import ProfileConfig
+from .errors import VitronInputError
+
+_CHUNK = 1 << 20
+
+
+def download_file(url: str, destination: str | os.PathLike, progress: bool = True) -> Path:
+    """Stream `url` to `destination` with a progress bar; the file appears only once complete."""
+    from tqdm import tqdm
+
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(url) as response:  # noqa: S310 - URLs come from the profile file
+        total = int(response.headers.get("Content-Length") or 0) or None
+        digest = hashlib.sha256()
+        with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".part", delete=False) as handle:
+            try:
+                with tqdm(total=total, unit="B", unit_scale=True, desc=destination.name, disable=not progress) as bar:
+                    while chunk := response.read(_CHUNK):
+                        handle.write(chunk)
+                        digest.update(chunk)
+                        bar.update(len(chunk))
+            except BaseException:
+                os.unlink(handle.name)
+                raise
+    os.replace(handle.name, destination)
+    print(f"{destination}: sha256 {digest.hexdigest()}")
+    return destination
+
+
+def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
+    """Download the LLM (hub snapshot) and SAM checkpoint a profile names, skipping what is already here."""
+    from .model.tiny import build_tiny_assets
+
+    if profile.build_if_missing:
+        build_tiny_assets(profile)
+        return
+    seg = profile.segmenter
+    if Path(seg.checkpoint).is_file():
+        print(f"segmenter checkpoint present: {seg.checkpoint}")
+    elif seg.url:
+        print(f"downloading SAM {seg.arch} from {seg.url}")
+        download_file(seg.url, seg.checkpoint, progress)
+    else:
+        raise VitronInputError(f"profile {profile.name!r}: {seg.checkpoint} is missing and no url is configured")
+    model = profile.llm.model
+    if Path(os.path.expanduser(model)).is_dir():
+        print(f"LLM folder present: {model}")
+        return
+    from huggingface_hub import snapshot_download
+
+    print(f"downloading {model} from the Hugging Face hub")
+    path = snapshot_download(model, revision=profile.llm.revision)  # hub's own progress bars
+    print(f"LLM ready: {path}")

@@ -1,0 +1,55 @@
+"""Overlay rendering: a colour per mask, its outline, and its label. (H, W, 3) uint8 RGB in and out."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+# Distinct, colour-blind-friendly hues (Okabe-Ito, then Tableau) in RGB.
+PALETTE = [
+    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167),
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
+]
+
+
+def colour_for(index: int) -> tuple[int, int, int]:
+    return PALETTE[index % len(PALETTE)]
+
+
+def render_overlay(
+    image: np.ndarray,
+    masks: Sequence[np.ndarray],
+    labels: Sequence[str] = (),
+    alpha: float = 0.45,
+) -> np.ndarray:
+    """Blend each (H, W) bool mask onto a copy of `image`, outline it, and write its label at its top-left."""
+    import cv2
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
+    canvas = image.astype(np.float32)
+    outlines = []
+    for i, mask in enumerate(masks):
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask {i} has shape {mask.shape}, image is {image.shape[:2]}")
+        colour = np.asarray(colour_for(i), np.float32)
+        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        outlines.append(contours)
+    out = np.ascontiguousarray(canvas.round().clip(0, 255).astype(np.uint8))
+    thickness = max(1, round(max(image.shape[:2]) / 300))
+    scale = max(0.35, max(image.shape[:2]) / 1000)
+    for i, contours in enumerate(outlines):
+        cv2.drawContours(out, contours, -1, colour_for(i), thickness)
+    for i, mask in enumerate(masks):
+        label = labels[i] if i < len(labels) else ""
+        if not label or not mask.any():
+            continue
+        rows, cols = np.nonzero(mask)
+        x, y = int(cols.min()), int(rows.min())
+        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        y = max(y, th + base)
+        cv2.rectangle(out, (x, y - th - base), (x + tw, y), colour_for(i), thickness=-1)
+        cv2.putText(out, label, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    return out

@@ -1,0 +1,268 @@
+"""VITRON end to end: image + request (+ sketches) -> answer text and grounded masks.
+
+    pipeline = VitronPipeline.from_profile("tiny")
+    result = pipeline(image, "what is this?", sketches=[Sketch.point(120, 80)])
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .config import ProfileConfig, load_profile
+from .conversation import SKETCH_TOKEN, Conversation, Region, Turn
+from .errors import CheckpointLoadError, VitronInputError
+from .geometry import check_image
+from .invocation import Invocation, ParsedReply, parse_reply
+from .masks import mask_to_box
+from .results import (
+    SOURCE_EMBEDDING,
+    SOURCE_EMBEDDING_AND_BOX,
+    SOURCE_EVERYTHING,
+    SOURCE_TEXT_BOX,
+    SOURCE_USER_PROMPT,
+    GroundedMask,
+    VitronResult,
+)
+from .sketch import Sketch
+from .specialists import SPECIALIST_FACTORIES, Specialist, SpecialistCall
+from .timing import StageTimer
+
+
+def check_device(device: str) -> str:
+    import torch
+
+    if device == "cpu":
+        return device
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VitronInputError(f"device {device!r} requested but torch sees no CUDA device; use --device cpu")
+        return device
+    raise VitronInputError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+
+
+class VitronPipeline:
+    def __init__(self, llm, specialists: dict[str, Specialist], profile_name: str = ""):
+        self.llm = llm
+        self.specialists = dict(specialists)
+        self.profile_name = profile_name
+        self.modules = {name: frozenset(s.tasks) for name, s in self.specialists.items()}
+        if "segmenter" not in self.specialists:
+            raise ValueError("VITRON needs the 'segmenter' specialist: sketches and grounded phrases go through it")
+        segmenter = self.specialists["segmenter"]
+        if llm.heads is not None and llm.heads.config.prompt_dim != segmenter.prompt_dim:
+            raise CheckpointLoadError(
+                f"signal projector outputs width {llm.heads.config.prompt_dim} but the segmenter's prompt tokens "
+                f"are {segmenter.prompt_dim} wide: heads and SAM checkpoints do not belong together"
+            )
+
+    @classmethod
+    def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> "VitronPipeline":
+        """Load every model a profile names (building the random tiny ones first when the profile says so)."""
+        from .model.tiny import build_tiny_assets
+        from .model.vitron_llm import VitronLLM
+
+        profile = load_profile(profile) if isinstance(profile, str) else profile
+        device = check_device(device)
+        if profile.build_if_missing:
+            build_tiny_assets(profile, progress=progress)
+        hint = f"run `vitron models fetch --profile {profile.name}`"
+        specialists = {name: factory(profile, device) for name, factory in SPECIALIST_FACTORIES.items()}
+        llm = VitronLLM.from_pretrained(profile.llm, device=device, fetch_hint=hint)
+        return cls(llm, specialists, profile.name)
+
+    def _sync(self):
+        import torch
+
+        return torch.cuda.synchronize if str(self.llm.device).startswith("cuda") else None
+
+    # 1. Check inputs
+    def check_inputs(self, image: np.ndarray, request: str, sketches: Sequence[Sketch]) -> np.ndarray:
+        image = check_image(image)
+        if not isinstance(request, str) or not request.strip():
+            raise VitronInputError("request must be non-empty text")
+        height, width = image.shape[:2]
+        for i, sketch in enumerate(sketches):
+            if not isinstance(sketch, Sketch):
+                raise VitronInputError(f"sketch {i} must be a Sketch, got {type(sketch).__name__}")
+            sketch.validate(height, width, name=f"sketch {i} ({sketch.kind})")
+        return image
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        request: str,
+        sketches: Sequence[Sketch] = (),
+        conversation: Conversation | None = None,
+    ) -> tuple[VitronResult, Conversation]:
+        """Answer `request` about `image` (H, W, 3) uint8 RGB.
+
+        Returns the result and the conversation extended by this turn; pass it back for a follow-up question
+        about the same image.
+        """
+        # 1. Check inputs
+        image = self.check_inputs(image, request, sketches)
+        height, width = image.shape[:2]
+        conversation = conversation if conversation is not None else Conversation(image_hw=(height, width))
+        if conversation.image_hw not in (None, (height, width)):
+            raise VitronInputError(
+                f"conversation is about a {conversation.image_hw} image, got {(height, width)}; start a new one"
+            )
+        conversation.image_hw = (height, width)
+        timer = StageTimer(sync=self._sync())
+        errors: list[str] = []
+
+        # 2. Sketches -> region masks (through the segmenter, falling back to the drawn shape)
+        with timer.stage("segmenter_prompts"):
+            regions, sketch_masks = self.sketch_regions(image, sketches, errors)
+
+        # 3. Encode the image and build the prompt with image and sketch embeddings spliced in
+        with timer.stage("vision_encoder"):
+            encoding = self.llm.encode_image(image)
+        placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
+        turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
+        conversation.turns.append(turn)
+        with timer.stage("prompt"):
+            prompt = self.llm.build_prompt(conversation, encoding)
+
+        # 4. Generate the reply
+        with timer.stage("llm_generate"):
+            reply, reply_ids = self.llm.generate(prompt)
+        turn.assistant = reply
+
+        # 5-7. Parse, compute signal embeddings, call specialists
+        result = self._ground(image, request, reply, reply_ids, prompt, timer, errors)
+        result.masks[:0] = sketch_masks
+        result.timings = timer.finish()
+        return result, conversation
+
+    def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
+        """Ground a given reply (teacher forcing) instead of generating one: same parser, same specialists.
+
+        Used for evaluation and training on written answers, and to replay an answer from a log.
+        """
+        image = self.check_inputs(image, request, sketches)
+        timer = StageTimer(sync=self._sync())
+        errors: list[str] = []
+        with timer.stage("segmenter_prompts"):
+            regions, sketch_masks = self.sketch_regions(image, sketches, errors)
+        conversation = Conversation(image_hw=image.shape[:2])
+        placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
+        conversation.turns.append(Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions)))
+        with timer.stage("vision_encoder"):
+            encoding = self.llm.encode_image(image)
+        with timer.stage("prompt"):
+            prompt = self.llm.build_prompt(conversation, encoding)
+        result = self._ground(image, request, reply, self.llm.encode_reply(reply), prompt, timer, errors)
+        result.masks[:0] = sketch_masks
+        result.timings = timer.finish()
+        return result
+
+    def sketch_regions(self, image, sketches, errors) -> tuple[list[Region], list[GroundedMask]]:
+        """Each sketch -> (Region for the sketch encoder, GroundedMask for the result)."""
+        if not sketches:
+            return [], []
+        height, width = image.shape[:2]
+        calls = [
+            SpecialistCall(
+                task="segmentation",
+                points_xy=s.points_xy,
+                point_labels=np.ones(len(s.points_xy), np.int64),
+                box_xyxy=s.box_xyxy,
+                mask=s.mask,
+            )
+            for s in sketches
+        ]
+        outputs = self.specialists["segmenter"].run(image, calls)
+        regions, masks = [], []
+        for i, (sketch, output) in enumerate(zip(sketches, outputs)):
+            if isinstance(output, Exception):
+                errors.append(f"sketch {i}: segmenter failed: {output}")
+                mask, score = sketch.drawn_mask(height, width), 0.0
+            else:
+                mask, score = output.masks[0], float(output.scores[0])
+                if sketch.kind == "box":  # SAM may leak outside a box prompt; the user's box bounds the region
+                    x1, y1, x2, y2 = (int(round(v)) for v in sketch.box_xyxy)
+                    inside = np.zeros_like(mask)
+                    inside[y1:y2, x1:x2] = True
+                    mask = mask & inside
+                if not mask.any():
+                    errors.append(f"sketch {i}: segmenter found nothing there; using the drawn {sketch.kind}")
+                    mask = sketch.drawn_mask(height, width)
+            # The location embedding describes what the user drew: their box, else the region mask's extent.
+            box = sketch.box_xyxy if sketch.kind == "box" else mask_to_box(mask)
+            regions.append(Region(mask=mask, box_xyxy=box, kind=sketch.kind))
+            masks.append(GroundedMask(f"region {i + 1}", mask, mask_to_box(mask), score, SOURCE_USER_PROMPT))
+        return regions, masks
+
+    def _ground(self, image, request, reply, reply_ids, prompt, timer: StageTimer, errors) -> VitronResult:
+        height, width = image.shape[:2]
+        # 5. Parse: the one strict parser; format breaks become errors, not exceptions
+        with timer.stage("parse"):
+            parsed: ParsedReply = parse_reply(reply, (height, width), self.modules, self.llm.config.box_format)
+        errors.extend(parsed.errors)
+
+        # 6. Signal embeddings: hidden states at [SEG], projected into the segmenter's prompt space
+        embeddings = np.zeros((0, 0), np.float32)
+        if any(call.seg_index is not None for call in parsed.invocations) and self.llm.has_signal_projector:
+            with timer.stage("signal_forward"):
+                embeddings = self.llm.signal_embeddings(prompt, reply_ids)
+            if len(embeddings) != parsed.seg_count:
+                errors.append(
+                    f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(embeddings)} [SEG] tokens"
+                )
+
+        # 7. Specialist calls, grouped per specialist so each encodes the image once
+        result = VitronResult(answer=parsed.text, raw_reply=reply, image_hw=(height, width), profile=self.profile_name)
+        planned: dict[str, list[tuple[int, Invocation, SpecialistCall, str]]] = {}
+        for index, invocation in enumerate(parsed.invocations):
+            result.invocations.append(invocation)
+            call, source, error = self._specialist_call(invocation, embeddings, request)
+            if error:
+                errors.append(f"invocation {index} ({invocation.module} {invocation.task}): {error}")
+                continue
+            planned.setdefault(invocation.module, []).append((index, invocation, call, source))
+        for module, items in planned.items():
+            with timer.stage("segmenter_answer" if module == "segmenter" else f"{module}_answer"):
+                outputs = self.specialists[module].run(image, [call for _, _, call, _ in items])
+            for (index, invocation, call, source), output in zip(items, outputs):
+                if isinstance(output, Exception):
+                    errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
+                    continue
+                result.masks.extend(self._grounded_masks(index, invocation, output, source, request))
+        result.errors = errors
+        return result
+
+    def _specialist_call(self, invocation: Invocation, embeddings: np.ndarray, request: str):
+        """Invocation -> (SpecialistCall, source label, None) or (None, None, error text)."""
+        embedding = None
+        if invocation.seg_index is not None and self.llm.has_signal_projector:
+            if invocation.seg_index < len(embeddings):
+                embedding = embeddings[invocation.seg_index]
+        if invocation.task == "everything":
+            return SpecialistCall(task="everything", instruction=invocation.instruction), SOURCE_EVERYTHING, None
+        if embedding is None and invocation.box_xyxy is None:
+            why = "this checkpoint has no signal projector" if invocation.seg_index is not None else "no [SEG]"
+            return None, None, f"nothing to prompt the specialist with ({why} and no <Region> box)"
+        source = SOURCE_EMBEDDING_AND_BOX if (embedding is not None and invocation.box_xyxy) else (
+            SOURCE_EMBEDDING if embedding is not None else SOURCE_TEXT_BOX
+        )
+        call = SpecialistCall(
+            task=invocation.task,
+            instruction=invocation.instruction or request,
+            box_xyxy=invocation.box_xyxy,
+            embedding=embedding,
+        )
+        return call, source, None
+
+    @staticmethod
+    def _grounded_masks(index, invocation, output, source, request) -> list[GroundedMask]:
+        if invocation.task == "everything":
+            return [
+                GroundedMask(label, mask, mask_to_box(mask), float(score), source, None, index)
+                for label, mask, score in zip(output.labels, output.masks, output.scores)
+            ]
+        mask = output.masks[0]  # best-scored candidate
+        label = invocation.phrase or invocation.instruction or request.strip()
+        return [GroundedMask(label, mask, mask_to_box(mask), float(output.scores[0]), source, invocation.phrase, index)]
