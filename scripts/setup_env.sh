@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with everything vitron_ros and its tests need. Safe to re-run: pip skips what is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+# setup.py pins the torch / torchvision pair; -e keeps config/ next to the package for the CLI.
+echo "installing vitron_ros and its dependencies into .venv (the first run downloads torch: a few minutes)"
+if ! .venv/bin/python -m pip install --disable-pip-version-check --progress-bar off -q -e ".[test]" \
+    > .venv/pip-install.log 2>&1; then
+  cat .venv/pip-install.log
+  exit 1
+fi

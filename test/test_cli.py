@@ -1,0 +1,104 @@
+"""The `vitron` CLI: one end-to-end run in a subprocess, and every bad input as one line with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vitron_ros.cli import main
+from vitron_ros.core.image_io import load_image
+from vitron_ros.core.masks import rle_decode
+
+from .conftest import DEMO_IMAGE
+
+
+def test_query_writes_overlay_and_result_json(tiny_profile, tmp_path):
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "vitron_ros.cli", "query", str(DEMO_IMAGE), "what is this?",
+         "--box", "40,60,150,170", "--point", "245,190", "--profile", "tiny", "--out", str(out), "--json"],
+        capture_output=True, text=True, timeout=300, env=os.environ.copy(),
+    )
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    saved = json.loads((out / "result.json").read_text())
+    assert printed == saved
+    image = load_image(DEMO_IMAGE)
+    overlay = load_image(out / "overlay.png")
+    assert overlay.shape == image.shape and not np.array_equal(overlay, image)
+    assert saved["image_size"] == {"height": image.shape[0], "width": image.shape[1]}
+    assert len(saved["masks"]) >= 2
+    for m in saved["masks"]:
+        assert rle_decode(m["rle"]).shape == image.shape[:2]
+    assert saved["timings_s"]["total"] > 0 and saved["timings_s"]["llm_generate"] > 0
+    assert "Traceback" not in done.stderr
+
+
+def test_query_summary_output(tiny_profile, tmp_path, capsys):
+    assert main(["query", str(DEMO_IMAGE), "what is it?", "--point", "95,115", "--profile", "tiny", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("answer: ") and "mask 0: 'region 1'" in printed and "timings:" in printed
+
+
+def _fails(argv, capsys, expected):
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vitron: error: "), err
+    assert expected in lines[0], lines[0]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, capsys):
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG but not really")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    img = str(DEMO_IMAGE)  # 320 x 240
+    cases = [
+        (["query", str(tmp_path / "absent.png"), "x", "--profile", "tiny"], "image file not found"),
+        (["query", str(garbage), "x", "--profile", "tiny"], "cannot decode image file"),
+        (["query", str(empty), "x", "--profile", "tiny"], "cannot decode image file"),
+        (["query", str(tmp_path), "x", "--profile", "tiny"], "not a file"),
+        (["query", img, "x", "--point", "1,a", "--profile", "tiny"], "--point '1,a': expected 2 comma-separated"),
+        (["query", img, "x", "--box", "1,2,3", "--profile", "tiny"], "--box '1,2,3': expected 4"),
+        (["query", img, "x", "--point", "400,10", "--profile", "tiny"], "--point #1 (400, 10) lies outside the 320x240"),
+        (["query", img, "x", "--box", "50,50,10,80", "--profile", "tiny"], "x1 < x2"),
+        (["query", img, "x", "--box", "0,0,321,100", "--profile", "tiny"], "outside the 320x240 image"),
+        (["query", img, "x", "--profile", "nope"], "unknown profile 'nope'"),
+        (["query", img, "x", "--profile", "tiny", "--device", "tpu"], "unknown device 'tpu'"),
+        (["query", img], "the following arguments are required: request"),
+        (["frobnicate"], "invalid choice"),
+    ]
+    for argv, expected in cases:
+        _fails(argv, capsys, expected)
+
+
+def test_missing_checkpoint_points_at_fetch(tmp_path, capsys):
+    profiles = tmp_path / "profiles.yaml"
+    profiles.write_text(
+        "profiles:\n  robot:\n    llm: {model: someorg/absent-llava}\n"
+        f"    segmenter: {{arch: vit_b, checkpoint: {tmp_path}/sam_vit_b.pth}}\n"
+    )
+    _fails(["query", str(DEMO_IMAGE), "x", "--profile", "robot", "--profiles-file", str(profiles)], capsys,
+           "sam_vit_b.pth; run `vitron models fetch --profile robot`")
+    (tmp_path / "sam_vit_b.pth").write_bytes(b"truncated download")
+    _fails(["query", str(DEMO_IMAGE), "x", "--profile", "robot", "--profiles-file", str(profiles)], capsys,
+           "cannot read checkpoint")
+
+
+def test_models_list(capsys):
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny:" in out and "default: llm=llava-hf/llava-1.5-7b-hf sam=vit_h" in out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["query", "--help"]])
+def test_help_exits_cleanly(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 0
+    assert "usage: vitron" in capsys.readouterr().out
