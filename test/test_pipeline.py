@@ -11,7 +11,7 @@ from vitron_ros.core.model.vitron_llm import VitronLLM
 from vitron_ros.core.pipeline import VitronPipeline
 from vitron_ros.core.results import SOURCE_EMBEDDING, SOURCE_EVERYTHING, SOURCE_TEXT_BOX, SOURCE_USER_PROMPT
 from vitron_ros.core.sketch import Sketch
-from vitron_ros.core.specialists import SpecialistCall
+from vitron_ros.core.specialists import Frame, SpecialistCall
 
 
 def test_query_end_to_end_returns_full_size_masks_and_timings(tiny_pipeline, scene):
@@ -56,7 +56,7 @@ def test_grounded_conversation_links_phrases_to_masks(tiny_pipeline, scene):
     prompt = llm.build_prompt(conversation, llm.encode_image(scene))
     embeddings = llm.signal_embeddings(prompt, llm.encode_reply(reply))
     assert embeddings.shape == (1, tiny_pipeline.specialists["segmenter"].prompt_dim)
-    (by_hand,) = tiny_pipeline.specialists["segmenter"].run(scene, [SpecialistCall("segmentation", embedding=embeddings[0])])
+    (by_hand,) = tiny_pipeline.specialists["segmenter"].run(Frame(scene), [SpecialistCall("segmentation", embedding=embeddings[0])])
     assert np.array_equal(by_hand.masks[0], pairs[0][1].mask)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vitron_ros.core.errors import VitronInputError
-from vitron_ros.core.specialists import SpecialistCall
+from vitron_ros.core.specialists import Frame, SpecialistCall
 
 
 @pytest.fixture(scope="module")
@@ -13,7 +13,7 @@ def segmenter(tiny_pipeline):
 
 
 def _run(segmenter, image, **kwargs):
-    (output,) = segmenter.run(image, [SpecialistCall(task="segmentation", **kwargs)])
+    (output,) = segmenter.run(Frame(image), [SpecialistCall(task="segmentation", **kwargs)])
     if isinstance(output, Exception):
         raise output
     return output
@@ -49,7 +49,7 @@ def test_each_prompt_changes_the_decoder_input(segmenter, scene):
 
 
 def test_everything_mode_returns_full_size_masks(segmenter, scene):
-    (output,) = segmenter.run(scene, [SpecialistCall(task="everything")])
+    (output,) = segmenter.run(Frame(scene), [SpecialistCall(task="everything")])
     assert len(output.masks) >= 1
     _check(output, scene, len(output.masks))
     assert output.labels[0] == "object 0"
@@ -65,7 +65,7 @@ def test_bad_prompts_are_reported_per_call(segmenter, scene):
         SpecialistCall(task="inpaint"),
         SpecialistCall(task="segmentation", box_xyxy=(30, 20, 90, 70)),
     ]
-    outputs = segmenter.run(scene, calls)
+    outputs = segmenter.run(Frame(scene), calls)
     messages = [str(o) if isinstance(o, Exception) else None for o in outputs]
     assert "needs a prompt" in messages[0]
     assert "outside the 200x120 image" in messages[1]
@@ -75,3 +75,15 @@ def test_bad_prompts_are_reported_per_call(segmenter, scene):
     assert "no task 'inpaint'" in messages[5]
     assert messages[6] is None  # one bad call does not sink the others
     assert all(isinstance(o, VitronInputError) for o in outputs[:6])
+
+
+def test_a_frame_is_encoded_once_for_all_its_calls(segmenter, scene, monkeypatch):
+    encoder_calls = []
+    original = segmenter.sam.image_encoder.forward
+    monkeypatch.setattr(segmenter.sam.image_encoder, "forward", lambda x: encoder_calls.append(1) or original(x))
+    frame = Frame(scene)
+    segmenter.run(frame, [SpecialistCall("segmentation", box_xyxy=(30, 20, 90, 70))])
+    segmenter.run(frame, [SpecialistCall("segmentation", box_xyxy=(120, 60, 180, 110))] * 2)
+    assert len(encoder_calls) == 1
+    segmenter.run(Frame(scene), [SpecialistCall("segmentation", box_xyxy=(30, 20, 90, 70))])
+    assert len(encoder_calls) == 2

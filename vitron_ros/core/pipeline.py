@@ -1,11 +1,12 @@
 """VITRON end to end: image + request (+ sketches) -> answer text and grounded masks.
 
     pipeline = VitronPipeline.from_profile("tiny")
-    result = pipeline(image, "what is this?", sketches=[Sketch.point(120, 80)])
+    result, conversation = pipeline(image, "what is this?", sketches=[Sketch.point(120, 80)])
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -16,6 +17,7 @@ from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import mask_to_box
+from .model.vitron_llm import PromptInputs
 from .results import (
     SOURCE_EMBEDDING,
     SOURCE_EMBEDDING_AND_BOX,
@@ -26,7 +28,7 @@ from .results import (
     VitronResult,
 )
 from .sketch import Sketch
-from .specialists import SPECIALIST_FACTORIES, Specialist, SpecialistCall
+from .specialists import SPECIALIST_FACTORIES, Frame, Specialist, SpecialistCall
 from .timing import StageTimer
 
 
@@ -40,6 +42,19 @@ def check_device(device: str) -> str:
             raise VitronInputError(f"device {device!r} requested but torch sees no CUDA device; use --device cpu")
         return device
     raise VitronInputError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+
+
+@dataclass
+class _Query:
+    """Working state of one query, from checked inputs to result."""
+
+    frame: Frame
+    request: str
+    conversation: Conversation
+    timer: StageTimer
+    prompt: PromptInputs | None = None
+    errors: list[str] = field(default_factory=list)  # format breaks and failed calls, reported in the result
+    sketch_masks: list[GroundedMask] = field(default_factory=list)
 
 
 class VitronPipeline:
@@ -101,6 +116,21 @@ class VitronPipeline:
         Returns the result and the conversation extended by this turn; pass it back for a follow-up question
         about the same image.
         """
+        query = self._begin(image, request, sketches, conversation)
+        # 4. Generate the reply
+        with query.timer.stage("llm_generate"):
+            reply, reply_ids = self.llm.generate(query.prompt)
+        return self._finish(query, reply, reply_ids), query.conversation
+
+    def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
+        """Ground a given reply (teacher forcing) instead of generating one: same prompt, parser and specialists.
+
+        Used for evaluation and training on written answers, and to replay an answer from a log.
+        """
+        query = self._begin(image, request, sketches, None)
+        return self._finish(query, reply, self.llm.encode_reply(reply))
+
+    def _begin(self, image, request, sketches, conversation: Conversation | None) -> _Query:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
@@ -110,60 +140,34 @@ class VitronPipeline:
                 f"conversation is about a {conversation.image_hw} image, got {(height, width)}; start a new one"
             )
         conversation.image_hw = (height, width)
-        timer = StageTimer(sync=self._sync())
-        errors: list[str] = []
+        query = _Query(frame=Frame(image), request=request, conversation=conversation, timer=StageTimer(self._sync()))
 
         # 2. Sketches -> region masks (through the segmenter, falling back to the drawn shape)
-        with timer.stage("segmenter_prompts"):
-            regions, sketch_masks = self.sketch_regions(image, sketches, errors)
+        with query.timer.stage("segmenter_prompts"):
+            regions = self.sketch_regions(query, sketches)
 
         # 3. Encode the image and build the prompt with image and sketch embeddings spliced in
-        with timer.stage("vision_encoder"):
+        with query.timer.stage("vision_encoder"):
             encoding = self.llm.encode_image(image)
-        placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
-        turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
-        conversation.turns.append(turn)
-        with timer.stage("prompt"):
-            prompt = self.llm.build_prompt(conversation, encoding)
-
-        # 4. Generate the reply
-        with timer.stage("llm_generate"):
-            reply, reply_ids = self.llm.generate(prompt)
-        turn.assistant = reply
-
-        # 5-7. Parse, compute signal embeddings, call specialists
-        result = self._ground(image, request, reply, reply_ids, prompt, timer, errors)
-        result.masks[:0] = sketch_masks
-        result.timings = timer.finish()
-        return result, conversation
-
-    def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
-        """Ground a given reply (teacher forcing) instead of generating one: same parser, same specialists.
-
-        Used for evaluation and training on written answers, and to replay an answer from a log.
-        """
-        image = self.check_inputs(image, request, sketches)
-        timer = StageTimer(sync=self._sync())
-        errors: list[str] = []
-        with timer.stage("segmenter_prompts"):
-            regions, sketch_masks = self.sketch_regions(image, sketches, errors)
-        conversation = Conversation(image_hw=image.shape[:2])
         placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
         conversation.turns.append(Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions)))
-        with timer.stage("vision_encoder"):
-            encoding = self.llm.encode_image(image)
-        with timer.stage("prompt"):
-            prompt = self.llm.build_prompt(conversation, encoding)
-        result = self._ground(image, request, reply, self.llm.encode_reply(reply), prompt, timer, errors)
-        result.masks[:0] = sketch_masks
-        result.timings = timer.finish()
+        with query.timer.stage("prompt"):
+            query.prompt = self.llm.build_prompt(conversation, encoding)
+        return query
+
+    def _finish(self, query: _Query, reply: str, reply_ids: list[int]) -> VitronResult:
+        query.conversation.turns[-1].assistant = reply
+        # 5-7. Parse, compute signal embeddings, call specialists
+        result = self._ground(query, reply, reply_ids)
+        result.masks[:0] = query.sketch_masks
+        result.timings = query.timer.finish()
         return result
 
-    def sketch_regions(self, image, sketches, errors) -> tuple[list[Region], list[GroundedMask]]:
-        """Each sketch -> (Region for the sketch encoder, GroundedMask for the result)."""
+    def sketch_regions(self, query: _Query, sketches: Sequence[Sketch]) -> list[Region]:
+        """Each sketch -> a Region for the sketch encoder; its mask also goes into the result."""
         if not sketches:
-            return [], []
-        height, width = image.shape[:2]
+            return []
+        height, width = query.frame.image.shape[:2]
         calls = [
             SpecialistCall(
                 task="segmentation",
@@ -174,11 +178,11 @@ class VitronPipeline:
             )
             for s in sketches
         ]
-        outputs = self.specialists["segmenter"].run(image, calls)
-        regions, masks = [], []
+        outputs = self.specialists["segmenter"].run(query.frame, calls)
+        regions = []
         for i, (sketch, output) in enumerate(zip(sketches, outputs)):
             if isinstance(output, Exception):
-                errors.append(f"sketch {i}: segmenter failed: {output}")
+                query.errors.append(f"sketch {i}: segmenter failed: {output}")
                 mask, score = sketch.drawn_mask(height, width), 0.0
             else:
                 mask, score = output.masks[0], float(output.scores[0])
@@ -188,16 +192,17 @@ class VitronPipeline:
                     inside[y1:y2, x1:x2] = True
                     mask = mask & inside
                 if not mask.any():
-                    errors.append(f"sketch {i}: segmenter found nothing there; using the drawn {sketch.kind}")
+                    query.errors.append(f"sketch {i}: segmenter found nothing there; using the drawn {sketch.kind}")
                     mask = sketch.drawn_mask(height, width)
             # The location embedding describes what the user drew: their box, else the region mask's extent.
             box = sketch.box_xyxy if sketch.kind == "box" else mask_to_box(mask)
             regions.append(Region(mask=mask, box_xyxy=box, kind=sketch.kind))
-            masks.append(GroundedMask(f"region {i + 1}", mask, mask_to_box(mask), score, SOURCE_USER_PROMPT))
-        return regions, masks
+            query.sketch_masks.append(GroundedMask(f"region {i + 1}", mask, mask_to_box(mask), score, SOURCE_USER_PROMPT))
+        return regions
 
-    def _ground(self, image, request, reply, reply_ids, prompt, timer: StageTimer, errors) -> VitronResult:
-        height, width = image.shape[:2]
+    def _ground(self, query: _Query, reply: str, reply_ids: list[int]) -> VitronResult:
+        height, width = query.frame.image.shape[:2]
+        timer, errors, request = query.timer, query.errors, query.request
         # 5. Parse: the one strict parser; format breaks become errors, not exceptions
         with timer.stage("parse"):
             parsed: ParsedReply = parse_reply(reply, (height, width), self.modules, self.llm.config.box_format)
@@ -207,7 +212,7 @@ class VitronPipeline:
         embeddings = np.zeros((0, 0), np.float32)
         if any(call.seg_index is not None for call in parsed.invocations) and self.llm.has_signal_projector:
             with timer.stage("signal_forward"):
-                embeddings = self.llm.signal_embeddings(prompt, reply_ids)
+                embeddings = self.llm.signal_embeddings(query.prompt, reply_ids)
             if len(embeddings) != parsed.seg_count:
                 errors.append(
                     f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(embeddings)} [SEG] tokens"
@@ -225,7 +230,7 @@ class VitronPipeline:
             planned.setdefault(invocation.module, []).append((index, invocation, call, source))
         for module, items in planned.items():
             with timer.stage("segmenter_answer" if module == "segmenter" else f"{module}_answer"):
-                outputs = self.specialists[module].run(image, [call for _, _, call, _ in items])
+                outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
             for (index, invocation, call, source), output in zip(items, outputs):
                 if isinstance(output, Exception):
                     errors.append(f"invocation {index} ({module} {invocation.task}): {output}")

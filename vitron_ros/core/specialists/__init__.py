@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .base import Specialist, SpecialistCall, SpecialistOutput
+from .base import Frame, Specialist, SpecialistCall, SpecialistOutput
 
 
 def _segmenter(profile, device) -> Specialist:
@@ -17,4 +17,4 @@ SPECIALIST_FACTORIES: dict[str, Callable] = {
     "segmenter": _segmenter,
 }
 
-__all__ = ["SPECIALIST_FACTORIES", "Specialist", "SpecialistCall", "SpecialistOutput"]
+__all__ = ["SPECIALIST_FACTORIES", "Frame", "Specialist", "SpecialistCall", "SpecialistOutput"]

@@ -8,6 +8,18 @@ from typing import Protocol, Sequence
 import numpy as np
 
 
+@dataclass
+class Frame:
+    """One image and the per-image work its specialists share within a query.
+
+    A query calls the segmenter twice (user sketches before the LLM, the LLM's invocations after); keeping SAM's
+    image embedding here encodes the image once. A new Frame per image means nothing stale can be reused.
+    """
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    cache: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class SpecialistCall:
     """One request to a specialist, with both halves of VITRON's hybrid message.
@@ -39,6 +51,6 @@ class Specialist(Protocol):
     name: str  # registry key the LLM names in <module>...</module>
     tasks: frozenset[str]  # task words accepted before ':' in <instruction>
 
-    def run(self, image: np.ndarray, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
-        """Serve every call on one image (so per-image work is done once); a failed call yields its exception."""
+    def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
+        """Serve every call on one frame (per-image work done once); a failed call yields its exception."""
         ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -9,10 +10,17 @@ import numpy as np
 from ..config import SegmenterConfig
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
-from .base import SpecialistCall, SpecialistOutput
+from .base import Frame, SpecialistCall, SpecialistOutput
 
 # SAM's mask prompt is low-resolution logits; a user's binary mask becomes confident logits of either sign.
 _MASK_PROMPT_LOGIT = 8.0
+
+
+@dataclass
+class _EncodedImage:
+    features: "object"  # torch.Tensor (1, C, h, w) SAM image embedding
+    input_size: tuple[int, int]  # resized (H, W) before padding to the encoder's square
+    original_size: tuple[int, int]
 
 
 class SamSegmenter:
@@ -20,12 +28,12 @@ class SamSegmenter:
     tasks = frozenset({"segmentation", "everything"})
 
     def __init__(self, sam, config: SegmenterConfig, device: str = "cpu"):
-        from segment_anything import SamPredictor
+        from segment_anything.utils.transforms import ResizeLongestSide
 
         self.sam = sam.to(device).eval()
         self.config = config
         self.device = device
-        self._predictor = SamPredictor(self.sam)
+        self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)  # SAM's own resize, as SamPredictor
 
     @classmethod
     def from_profile(cls, profile, device: str = "cpu") -> "SamSegmenter":
@@ -41,33 +49,43 @@ class SamSegmenter:
         """Width of SAM's prompt tokens: the space signal embeddings are projected into."""
         return int(self.sam.prompt_encoder.embed_dim)
 
-    def run(self, image: np.ndarray, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
+    def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
         import torch
 
-        image = check_image(image)
+        image = check_image(frame.image)
         outputs: list[SpecialistOutput | Exception] = []
-        prompted = [c for c in calls if c.task == "segmentation"]
         with torch.inference_mode():
-            if prompted:
-                self._predictor.set_image(image)  # one image encoding serves every prompt
             for call in calls:
                 try:
                     if call.task == "everything":
                         outputs.append(self.segment_everything(image))
                     elif call.task == "segmentation":
-                        outputs.append(self._segment_prompted(image, call))
+                        outputs.append(self._segment_prompted(self.encode(frame), call))
                     else:
                         raise VitronInputError(f"segmenter has no task {call.task!r}; tasks: {sorted(self.tasks)}")
                 except (VitronInputError, ValueError) as exc:
                     outputs.append(exc)
-            self._predictor.reset_image()
         return outputs
 
-    def _segment_prompted(self, image: np.ndarray, call: SpecialistCall) -> SpecialistOutput:
+    def encode(self, frame: Frame) -> _EncodedImage:
+        """SAM's image embedding of the frame, computed once per frame (SamPredictor.set_image's steps)."""
         import torch
 
-        height, width = image.shape[:2]
-        sam, predictor = self.sam, self._predictor
+        key = ("sam_embedding", id(self))
+        if key not in frame.cache:
+            image = frame.image
+            resized = self.transform.apply_image(image)
+            tensor = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+            with torch.inference_mode():
+                features = self.sam.image_encoder(self.sam.preprocess(tensor))
+            frame.cache[key] = _EncodedImage(features, tuple(tensor.shape[-2:]), tuple(image.shape[:2]))
+        return frame.cache[key]
+
+    def _segment_prompted(self, encoded: _EncodedImage, call: SpecialistCall) -> SpecialistOutput:
+        import torch
+
+        height, width = encoded.original_size
+        sam, transform = self.sam, self.transform
         points = np.asarray(call.points_xy, dtype=np.float32).reshape(-1, 2)
         labels = np.asarray(call.point_labels, dtype=np.int64).reshape(-1)
         if len(points) != len(labels):
@@ -79,14 +97,14 @@ class SamSegmenter:
 
         point_prompt = box_prompt = mask_prompt = None
         if len(points):
-            coords = predictor.transform.apply_coords(points, (height, width))
+            coords = transform.apply_coords(points, (height, width))
             point_prompt = (
                 torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
                 torch.as_tensor(labels, dtype=torch.int64, device=self.device)[None],
             )
         if call.box_xyxy is not None:
             box = np.asarray(check_box(call.box_xyxy, width, height), dtype=np.float32)
-            box_prompt = torch.as_tensor(predictor.transform.apply_boxes(box, (height, width)), device=self.device)
+            box_prompt = torch.as_tensor(transform.apply_boxes(box, (height, width)), device=self.device)
         if call.mask is not None:
             mask_prompt = self._mask_to_logits(call.mask, height, width)
 
@@ -101,13 +119,13 @@ class SamSegmenter:
             token = torch.as_tensor(embedding, device=self.device).view(1, 1, -1).to(sparse.dtype)
             sparse = torch.cat([sparse, token], dim=1)
         low_res, quality = sam.mask_decoder(
-            image_embeddings=predictor.features,
+            image_embeddings=encoded.features,
             image_pe=sam.prompt_encoder.get_dense_pe(),
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=call.multimask and self.config.multimask_output,
         )
-        masks = sam.postprocess_masks(low_res, predictor.input_size, predictor.original_size) > sam.mask_threshold
+        masks = sam.postprocess_masks(low_res, encoded.input_size, encoded.original_size) > sam.mask_threshold
         masks_np = masks[0].cpu().numpy()
         scores = quality[0].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")
@@ -120,8 +138,7 @@ class SamSegmenter:
         mask = np.asarray(mask)
         if mask.shape != (height, width):
             raise VitronInputError(f"mask prompt has shape {mask.shape}, image is {(height, width)}")
-        predictor = self._predictor
-        resized = predictor.transform.apply_image((mask.astype(np.uint8) * 255)[..., None].repeat(3, axis=2))
+        resized = self.transform.apply_image((mask.astype(np.uint8) * 255)[..., None].repeat(3, axis=2))
         tensor = torch.as_tensor(resized[..., 0] > 127, dtype=torch.float32, device=self.device)[None, None]
         side = self.sam.image_encoder.img_size
         tensor = F.pad(tensor, (0, side - tensor.shape[-1], 0, side - tensor.shape[-2]))
