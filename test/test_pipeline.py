@@ -111,3 +111,15 @@ def test_heads_that_do_not_fit_the_segmenter_are_refused(tiny_pipeline):
 
     with pytest.raises(CheckpointLoadError, match="do not belong together"):
         VitronPipeline(tiny_pipeline.llm, {"segmenter": WideSegmenter()})
+
+
+def test_a_failed_query_leaves_the_conversation_untouched(tiny_pipeline, scene, monkeypatch):
+    _, conversation = tiny_pipeline(scene, "first question")
+
+    def broken_generate(prompt):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tiny_pipeline.llm, "generate", broken_generate)
+    with pytest.raises(RuntimeError):
+        tiny_pipeline(scene, "second question", conversation=conversation)
+    assert [t.user for t in conversation.turns] == ["first question"]

@@ -52,6 +52,7 @@ class _Query:
     request: str
     conversation: Conversation
     timer: StageTimer
+    turn: Turn | None = None  # joins `conversation` once the reply is in
     prompt: PromptInputs | None = None
     errors: list[str] = field(default_factory=list)  # format breaks and failed calls, reported in the result
     sketch_masks: list[GroundedMask] = field(default_factory=list)
@@ -139,7 +140,6 @@ class VitronPipeline:
             raise VitronInputError(
                 f"conversation is about a {conversation.image_hw} image, got {(height, width)}; start a new one"
             )
-        conversation.image_hw = (height, width)
         query = _Query(frame=Frame(image), request=request, conversation=conversation, timer=StageTimer(self._sync()))
 
         # 2. Sketches -> region masks (through the segmenter, falling back to the drawn shape)
@@ -150,13 +150,17 @@ class VitronPipeline:
         with query.timer.stage("vision_encoder"):
             encoding = self.llm.encode_image(image)
         placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
-        conversation.turns.append(Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions)))
+        query.turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
+        # The prompt is built on a copy: a query that fails midway leaves the caller's conversation untouched.
+        pending = Conversation(system=conversation.system, turns=[*conversation.turns, query.turn])
         with query.timer.stage("prompt"):
-            query.prompt = self.llm.build_prompt(conversation, encoding)
+            query.prompt = self.llm.build_prompt(pending, encoding)
         return query
 
     def _finish(self, query: _Query, reply: str, reply_ids: list[int]) -> VitronResult:
-        query.conversation.turns[-1].assistant = reply
+        query.turn.assistant = reply
+        query.conversation.turns.append(query.turn)
+        query.conversation.image_hw = query.frame.image.shape[:2]
         # 5-7. Parse, compute signal embeddings, call specialists
         result = self._ground(query, reply, reply_ids)
         result.masks[:0] = query.sketch_masks
@@ -180,7 +184,7 @@ class VitronPipeline:
         ]
         outputs = self.specialists["segmenter"].run(query.frame, calls)
         regions = []
-        for i, (sketch, output) in enumerate(zip(sketches, outputs)):
+        for i, (sketch, output) in enumerate(zip(sketches, outputs, strict=True)):
             if isinstance(output, Exception):
                 query.errors.append(f"sketch {i}: segmenter failed: {output}")
                 mask, score = sketch.drawn_mask(height, width), 0.0
@@ -231,7 +235,7 @@ class VitronPipeline:
         for module, items in planned.items():
             with timer.stage("segmenter_answer" if module == "segmenter" else f"{module}_answer"):
                 outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
-            for (index, invocation, call, source), output in zip(items, outputs):
+            for (index, invocation, _, source), output in zip(items, outputs, strict=True):
                 if isinstance(output, Exception):
                     errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
                     continue
@@ -266,7 +270,7 @@ class VitronPipeline:
         if invocation.task == "everything":
             return [
                 GroundedMask(label, mask, mask_to_box(mask), float(score), source, None, index)
-                for label, mask, score in zip(output.labels, output.masks, output.scores)
+                for label, mask, score in zip(output.labels, output.masks, output.scores, strict=True)
             ]
         mask = output.masks[0]  # best-scored candidate
         label = invocation.phrase or invocation.instruction or request.strip()
