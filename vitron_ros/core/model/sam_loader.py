@@ -14,6 +14,7 @@ from ..errors import CheckpointLoadError
 from .weights import load_strict, read_state_dict
 
 OFFICIAL_ARCHS = ("vit_h", "vit_l", "vit_b")
+TINY_PROMPT_DIM = 64  # width of the tiny SAM's prompt tokens (the official models use 256)
 
 
 def build_sam(arch: str, tiny: TinyBuildConfig | None = None):
@@ -31,7 +32,7 @@ def _build_tiny_sam(cfg: TinyBuildConfig):
     import torch
     from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-    prompt_dim, patch = 64, 16
+    prompt_dim, patch = TINY_PROMPT_DIM, 16
     grid = cfg.sam_image_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..config import ProfileConfig, TinyBuildConfig
 from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
 from .heads import HeadsConfig, build_heads, save_heads
-from .sam_loader import build_sam
+from .sam_loader import TINY_PROMPT_DIM, build_sam
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, SKETCH_TOKEN, "[SEG]"]
 
@@ -146,7 +146,7 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
         try:
             hidden = build_tiny_llava(cfg, staging)
             torch.manual_seed(cfg.seed + 1)
-            heads = build_heads(HeadsConfig(hidden_size=hidden, prompt_dim=build_sam("tiny", cfg).prompt_encoder.embed_dim))
+            heads = build_heads(HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM))
             save_heads(heads, staging)
             if llm_path.exists():
                 shutil.rmtree(llm_path)
