@@ -132,18 +132,20 @@ class SamSegmenter:
         return SpecialistOutput(masks=masks_np[order], scores=scores[order].astype(np.float32))
 
     def _mask_to_logits(self, mask: np.ndarray, height: int, width: int):
+        """A user's (H, W) bool mask -> SAM's low-resolution mask-prompt logits, in the encoder's padded frame."""
+        import cv2
         import torch
         import torch.nn.functional as F
 
         mask = np.asarray(mask)
         if mask.shape != (height, width):
             raise VitronInputError(f"mask prompt has shape {mask.shape}, image is {(height, width)}")
-        resized = self.transform.apply_image((mask.astype(np.uint8) * 255)[..., None].repeat(3, axis=2))
-        tensor = torch.as_tensor(resized[..., 0] > 127, dtype=torch.float32, device=self.device)[None, None]
         side = self.sam.image_encoder.img_size
-        tensor = F.pad(tensor, (0, side - tensor.shape[-1], 0, side - tensor.shape[-2]))
-        low_res_side = self.sam.prompt_encoder.mask_input_size
-        tensor = F.interpolate(tensor, size=low_res_side, mode="bilinear", align_corners=False)
+        resized_h, resized_w = self.transform.get_preprocess_shape(height, width, side)
+        resized = cv2.resize(mask.astype(np.float32), (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+        tensor = torch.as_tensor(resized, device=self.device)[None, None]
+        tensor = F.pad(tensor, (0, side - resized_w, 0, side - resized_h))  # SAM pads right and bottom
+        tensor = F.interpolate(tensor, size=self.sam.prompt_encoder.mask_input_size, mode="bilinear", align_corners=False)
         return (tensor * 2.0 - 1.0) * _MASK_PROMPT_LOGIT
 
     def segment_everything(self, image: np.ndarray) -> SpecialistOutput:
