@@ -16,7 +16,7 @@ from .conversation import SKETCH_TOKEN, Conversation, Region, Turn
 from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
-from .masks import mask_to_box
+from .masks import box_to_mask, mask_to_box
 from .model.vitron_llm import PromptInputs
 from .results import (
     SOURCE_EMBEDDING,
@@ -93,7 +93,6 @@ class VitronPipeline:
 
         return torch.cuda.synchronize if str(self.llm.device).startswith("cuda") else None
 
-    # 1. Check inputs
     def check_inputs(self, image: np.ndarray, request: str, sketches: Sequence[Sketch]) -> np.ndarray:
         image = check_image(image)
         if not isinstance(request, str) or not request.strip():
@@ -191,10 +190,7 @@ class VitronPipeline:
             else:
                 mask, score = output.masks[0], float(output.scores[0])
                 if sketch.kind == "box":  # SAM may leak outside a box prompt; the user's box bounds the region
-                    x1, y1, x2, y2 = (int(round(v)) for v in sketch.box_xyxy)
-                    inside = np.zeros_like(mask)
-                    inside[y1:y2, x1:x2] = True
-                    mask = mask & inside
+                    mask = mask & box_to_mask(sketch.box_xyxy, height, width)
                 if not mask.any():
                     query.errors.append(f"sketch {i}: segmenter found nothing there; using the drawn {sketch.kind}")
                     mask = sketch.drawn_mask(height, width)
