@@ -8,6 +8,7 @@ import numpy as np
 
 from .errors import VitronInputError
 from .geometry import check_box, check_point
+from .masks import box_to_mask
 
 
 @dataclass(frozen=True)
@@ -66,9 +67,8 @@ class Sketch:
         if self.kind == "mask":
             return self.mask.copy()
         if self.kind == "box":
-            x1, y1, x2, y2 = self.box_xyxy
-            canvas[int(y1) : int(np.ceil(y2)), int(x1) : int(np.ceil(x2))] = 1
-        elif self.kind == "point":
+            return box_to_mask(self.box_xyxy, height, width)
+        if self.kind == "point":
             x, y = self.points_xy[0]
             cv2.circle(canvas, (int(x), int(y)), radius, 1, thickness=-1)
         else:
