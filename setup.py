@@ -33,6 +33,8 @@ setup(
         "pillow",
         "safetensors",
         "pyyaml",
+        # ROS 2 message definitions and bags without a ROS 2 install: replay, tests, benches.
+        "rosbags>=0.10",
         "tokenizers",
         "tqdm",
     ],
