@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vitron_ros.core.conversation import Conversation, Turn
-from vitron_ros.core.errors import CheckpointLoadError, VitronInputError
+from vitron_ros.core.errors import CheckpointLoadError, QueryCancelled, VitronInputError
 from vitron_ros.core.geometry import Letterbox
 from vitron_ros.core.masks import rle_decode
 from vitron_ros.core.model.vitron_llm import VitronLLM
@@ -116,10 +116,36 @@ def test_heads_that_do_not_fit_the_segmenter_are_refused(tiny_pipeline):
 def test_a_failed_query_leaves_the_conversation_untouched(tiny_pipeline, scene, monkeypatch):
     _, conversation = tiny_pipeline(scene, "first question")
 
-    def broken_generate(prompt):
+    def broken_generate(prompt, on_text=None):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(tiny_pipeline.llm, "generate", broken_generate)
     with pytest.raises(RuntimeError):
         tiny_pipeline(scene, "second question", conversation=conversation)
     assert [t.user for t in conversation.turns] == ["first question"]
+
+
+def test_progress_reports_each_stage_and_the_reply_as_it_grows(tiny_pipeline, scene):
+    events = []
+    result, _ = tiny_pipeline(scene, "what is here?", [Sketch.point(50, 60)], progress=lambda *e: events.append(e))
+    stages = [stage for stage, text in events if not text]
+    assert stages[:4] == ["segmenter_prompts", "vision_encoder", "prompt", "llm_generate"]
+    partial = [text for stage, text in events if stage == "llm_generate" and text]
+    assert partial, "no partial reply was streamed"
+    assert all(later.startswith(earlier) for earlier, later in zip(partial, partial[1:]))
+    assert partial[-1] == result.raw_reply
+
+
+def test_cancelling_from_progress_stops_generation(tiny_pipeline, scene):
+    tokens_seen = []
+
+    def cancel_after_two_tokens(stage, text):
+        if stage == "llm_generate" and text:
+            tokens_seen.append(text)
+            if len(tokens_seen) == 2:
+                raise QueryCancelled("cancelled by the caller")
+
+    conversation = Conversation(image_hw=scene.shape[:2])
+    with pytest.raises(QueryCancelled):
+        tiny_pipeline(scene, "describe", conversation=conversation, progress=cancel_after_two_tokens)
+    assert len(tokens_seen) == 2 and conversation.turns == []

@@ -11,3 +11,7 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 class CheckpointLoadError(RuntimeError):
     """A model file exists but could not be loaded (corrupt, wrong architecture, unsafe format)."""
+
+
+class QueryCancelled(RuntimeError):
+    """The caller cancelled a query while it ran (an action's cancel request); no result was produced."""

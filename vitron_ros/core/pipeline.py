@@ -110,16 +110,19 @@ class VitronPipeline:
         request: str,
         sketches: Sequence[Sketch] = (),
         conversation: Conversation | None = None,
+        progress=None,
     ) -> tuple[VitronResult, Conversation]:
         """Answer `request` about `image` (H, W, 3) uint8 RGB.
 
         Returns the result and the conversation extended by this turn; pass it back for a follow-up question
-        about the same image.
+        about the same image. `progress(stage, reply_so_far)` is called as each stage starts and after every
+        generated token; an exception it raises (QueryCancelled) abandons the query.
         """
-        query = self._begin(image, request, sketches, conversation)
+        query = self._begin(image, request, sketches, conversation, progress)
         # 4. Generate the reply
         with query.timer.stage("llm_generate"):
-            reply, reply_ids = self.llm.generate(query.prompt)
+            on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
+            reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
         return self._finish(query, reply, reply_ids), query.conversation
 
     def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
@@ -130,7 +133,7 @@ class VitronPipeline:
         query = self._begin(image, request, sketches, None)
         return self._finish(query, reply, self.llm.encode_reply(reply))
 
-    def _begin(self, image, request, sketches, conversation: Conversation | None) -> _Query:
+    def _begin(self, image, request, sketches, conversation: Conversation | None, progress=None) -> _Query:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
@@ -139,7 +142,9 @@ class VitronPipeline:
             raise VitronInputError(
                 f"conversation is about a {conversation.image_hw} image, got {(height, width)}; start a new one"
             )
-        query = _Query(frame=Frame(image), request=request, conversation=conversation, timer=StageTimer(self._sync()))
+        on_stage = (lambda name: progress(name, "")) if progress is not None else None
+        timer = StageTimer(self._sync(), on_stage)
+        query = _Query(frame=Frame(image), request=request, conversation=conversation, timer=timer)
 
         # 2. Sketches -> region masks (through the segmenter, falling back to the drawn shape)
         with query.timer.stage("segmenter_prompts"):

@@ -10,13 +10,16 @@ MODEL_STAGES = ("vision_encoder", "llm_generate", "signal_forward", "segmenter_p
 
 
 class StageTimer:
-    def __init__(self, sync=None):
+    def __init__(self, sync=None, on_stage=None):
         self.timings: dict[str, float] = {}
         self._sync = sync  # e.g. torch.cuda.synchronize, so GPU work is charged to the stage that launched it
+        self._on_stage = on_stage  # called with each stage's name as it starts (progress feedback)
         self._start = time.perf_counter()
 
     @contextmanager
     def stage(self, name: str):
+        if self._on_stage is not None:
+            self._on_stage(name)
         start = time.perf_counter()
         try:
             yield

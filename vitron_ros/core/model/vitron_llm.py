@@ -174,12 +174,17 @@ class VitronLLM:
                     embeds[slots] = self.sketch_embeddings(encoding, regions).to(embeds.dtype)
         return PromptInputs(embeds=embeds, ids=ids)
 
-    def generate(self, prompt: PromptInputs) -> tuple[str, list[int]]:
-        """Greedy answer -> (reply text with [SEG] kept, reply token ids without EOS)."""
+    def generate(self, prompt: PromptInputs, on_text=None) -> tuple[str, list[int]]:
+        """Greedy answer -> (reply text with [SEG] kept, reply token ids without EOS).
+
+        `on_text(reply_so_far)` is called after every new token (streaming to an action's feedback); an exception
+        it raises (e.g. QueryCancelled) stops generation and propagates.
+        """
         torch = self._torch
         tok = self.tokenizer
         with torch.inference_mode():
             out = self.model.generate(
+                streamer=_ReplyStreamer(self, on_text) if on_text is not None else None,
                 inputs_embeds=prompt.embeds[None],
                 attention_mask=torch.ones((1, prompt.token_count), dtype=torch.long, device=self.device),
                 max_new_tokens=self.config.max_new_tokens,
@@ -215,3 +220,20 @@ class VitronLLM:
             hidden = self.model.model(inputs_embeds=full).last_hidden_state[0]
             at_seg = hidden[[prompt.token_count + p for p in positions]]
             return self.heads.signal_projector(at_seg).float().cpu().numpy()
+
+
+class _ReplyStreamer:
+    """transformers streamer interface (put / end): decodes the reply so far after each generated token."""
+
+    def __init__(self, llm: VitronLLM, on_text):
+        self.llm, self.on_text, self.ids = llm, on_text, []
+
+    def put(self, value):
+        # With inputs_embeds, generate first puts the (empty) prompt ids, then one token per step.
+        self.ids.extend(int(t) for t in value.reshape(-1).tolist())
+        if self.ids:
+            eos = self.llm.tokenizer.eos_token_id
+            self.on_text(self.llm.decode([t for t in self.ids if t != eos]))
+
+    def end(self):
+        pass
