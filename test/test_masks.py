@@ -5,7 +5,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from vitron_ros.core.masks import box_to_mask, ciou, giou, iou, mask_to_box, rle_decode, rle_encode
+from vitron_ros.core.masks import (
+    box_to_mask,
+    ciou,
+    giou,
+    iou,
+    mask_to_box,
+    rle_decode,
+    rle_encode,
+)
 
 
 @settings(max_examples=300, deadline=None)

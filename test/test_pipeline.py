@@ -9,7 +9,12 @@ from vitron_ros.core.geometry import Letterbox
 from vitron_ros.core.masks import rle_decode
 from vitron_ros.core.model.vitron_llm import VitronLLM
 from vitron_ros.core.pipeline import VitronPipeline
-from vitron_ros.core.results import SOURCE_EMBEDDING, SOURCE_EVERYTHING, SOURCE_TEXT_BOX, SOURCE_USER_PROMPT
+from vitron_ros.core.results import (
+    SOURCE_EMBEDDING,
+    SOURCE_EVERYTHING,
+    SOURCE_TEXT_BOX,
+    SOURCE_USER_PROMPT,
+)
 from vitron_ros.core.sketch import Sketch
 from vitron_ros.core.specialists import Frame, SpecialistCall
 

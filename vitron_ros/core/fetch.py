@@ -20,7 +20,7 @@ def download_file(url: str, destination: str | os.PathLike, progress: bool = Tru
 
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(url) as response:  # noqa: S310 - URLs come from the profile file
+    with urllib.request.urlopen(url) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         digest = hashlib.sha256()
         with tempfile.NamedTemporaryFile(dir=destination.parent, suffix=".part", delete=False) as handle:

@@ -8,8 +8,8 @@ normalised coordinates, so boxes and region masks line up with what the model sa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

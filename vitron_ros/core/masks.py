@@ -6,7 +6,7 @@ covers [c, c+1) x [r, r+1), so a mask's box is (min col, min row, max col + 1, m
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -37,11 +37,13 @@ def check_device(device: str) -> str:
 
     if device == "cpu":
         return device
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise VitronInputError(f"device {device!r} requested but torch sees no CUDA device; use --device cpu")
         return device
-    raise VitronInputError(f"unknown device {device!r}; use 'cpu' or 'cuda[:N]'")
+    raise VitronInputError(f"unknown device {device!r}; use 'auto', 'cpu' or 'cuda[:N]'")
 
 
 @dataclass
@@ -74,7 +76,7 @@ class VitronPipeline:
             )
 
     @classmethod
-    def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> "VitronPipeline":
+    def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> VitronPipeline:
         """Load every model a profile names (building the random tiny ones first when the profile says so)."""
         from .model.tiny import build_tiny_assets
         from .model.vitron_llm import VitronLLM

@@ -21,19 +21,19 @@ class Sketch:
     mask: np.ndarray | None = None  # (H, W) bool
 
     @classmethod
-    def point(cls, x: float, y: float) -> "Sketch":
+    def point(cls, x: float, y: float) -> Sketch:
         return cls("point", points_xy=np.asarray([[x, y]], np.float32))
 
     @classmethod
-    def box(cls, x1: float, y1: float, x2: float, y2: float) -> "Sketch":
+    def box(cls, x1: float, y1: float, x2: float, y2: float) -> Sketch:
         return cls("box", box_xyxy=(float(x1), float(y1), float(x2), float(y2)))
 
     @classmethod
-    def scribble(cls, points_xy) -> "Sketch":
+    def scribble(cls, points_xy) -> Sketch:
         return cls("scribble", points_xy=np.asarray(points_xy, np.float32).reshape(-1, 2))
 
     @classmethod
-    def from_mask(cls, mask: np.ndarray) -> "Sketch":
+    def from_mask(cls, mask: np.ndarray) -> Sketch:
         return cls("mask", mask=np.asarray(mask, dtype=bool))
 
     def validate(self, height: int, width: int, name: str) -> None:

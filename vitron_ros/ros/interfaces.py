@@ -141,10 +141,13 @@ class RclpyFactory:
 
     def new(self, typename: str, **fields: Any) -> Any:
         msg = self._get_message(typename)()
+        field_types = msg.get_fields_and_field_types()
         for name, value in fields.items():
             if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
                 # rclpy's uint8[] setter checks every element of a list; array.array is taken as-is.
                 value = array.array("B", value.tobytes())
+            elif field_types.get(name) == "octet" and isinstance(value, int):
+                value = bytes([value])  # msg `byte` fields are bytes in rclpy, ints in rosbags
             setattr(msg, name, value)
         return msg
 

@@ -30,7 +30,13 @@ def build_sam(arch: str, tiny: TinyBuildConfig | None = None):
 
 def _build_tiny_sam(cfg: TinyBuildConfig):
     import torch
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     prompt_dim, patch = TINY_PROMPT_DIM, 16
     grid = cfg.sam_image_size // patch

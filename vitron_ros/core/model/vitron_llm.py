@@ -25,14 +25,14 @@ from .heads import load_heads, region_grid_weights
 class ImageEncoding:
     """Projected patch features of one image, as the LLM sees it."""
 
-    features: "object"  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
+    features: object  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
     grid: int
     letterbox: Letterbox
 
 
 @dataclass
 class PromptInputs:
-    embeds: "object"  # torch.Tensor (T, D) prompt embeddings with image and sketch features spliced in
+    embeds: object  # torch.Tensor (T, D) prompt embeddings with image and sketch features spliced in
     ids: list[int]  # the T token ids behind `embeds` (image placeholder repeated once per patch)
 
     @property
@@ -80,7 +80,7 @@ class VitronLLM:
         return token_id
 
     @classmethod
-    def from_pretrained(cls, config: LlmConfig, device: str = "cpu", fetch_hint: str = "") -> "VitronLLM":
+    def from_pretrained(cls, config: LlmConfig, device: str = "cpu", fetch_hint: str = "") -> VitronLLM:
         import torch
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ _MASK_PROMPT_LOGIT = 8.0
 
 @dataclass
 class _EncodedImage:
-    features: "object"  # torch.Tensor (1, C, h, w) SAM image embedding
+    features: object  # torch.Tensor (1, C, h, w) SAM image embedding
     input_size: tuple[int, int]  # resized (H, W) before padding to the encoder's square
     original_size: tuple[int, int]
 
@@ -36,7 +36,7 @@ class SamSegmenter:
         self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)  # SAM's own resize, as SamPredictor
 
     @classmethod
-    def from_profile(cls, profile, device: str = "cpu") -> "SamSegmenter":
+    def from_profile(cls, profile, device: str = "cpu") -> SamSegmenter:
         from ..model.sam_loader import load_sam
 
         cfg = profile.segmenter

@@ -1,0 +1,106 @@
+"""/diagnostics for the node: per-stage latency, input rate, dropped frames, conversion errors, model memory."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+from .frame_buffer import CameraStats
+from .interfaces import MessageFactory
+
+OK, WARN, ERROR = 0, 1, 2  # diagnostic_msgs/DiagnosticStatus levels (byte constants)
+
+
+class LatencyWindow:
+    """Recent per-stage latencies (seconds) of answered queries, summarised as median and p95 in ms."""
+
+    def __init__(self, size: int = 50):
+        self._lock = threading.Lock()
+        self._timings: deque[dict[str, float]] = deque(maxlen=size)
+
+    def add(self, timings: dict[str, float]) -> None:
+        with self._lock:
+            self._timings.append(dict(timings))
+
+    def summary(self) -> dict[str, tuple[float, float]]:
+        """stage -> (median ms, p95 ms) over the window."""
+        with self._lock:
+            window = list(self._timings)
+        stages = sorted({stage for timings in window for stage in timings})
+        summary = {}
+        for stage in stages:
+            values = np.asarray([t[stage] for t in window if stage in t]) * 1000.0
+            summary[stage] = (float(np.median(values)), float(np.percentile(values, 95)))
+        return summary
+
+
+def model_memory_bytes(pipeline) -> int:
+    """Bytes held by the loaded models' parameters and buffers (on whichever device they live)."""
+    if pipeline is None:
+        return 0
+    modules = [pipeline.llm.model, getattr(pipeline.llm, "heads", None)]
+    modules += [getattr(s, "sam", None) for s in pipeline.specialists.values()]
+    total = 0
+    for module in filter(None, modules):
+        total += sum(t.numel() * t.element_size() for t in module.parameters())
+        total += sum(t.numel() * t.element_size() for t in module.buffers())
+    return total
+
+
+def _key_values(factory: MessageFactory, values: dict[str, object]):
+    return [factory.new("diagnostic_msgs/msg/KeyValue", key=k, value=str(v)) for k, v in values.items()]
+
+
+def diagnostics_msg(
+    factory: MessageFactory,
+    header,
+    node_name: str,
+    cameras: dict[str, CameraStats],
+    latency: dict[str, tuple[float, float]],
+    model_bytes: int,
+    models_loaded: bool,
+    refused_queries: dict[str, int],
+):
+    """One DiagnosticStatus for the models and one per camera."""
+    model_values = {"loaded": models_loaded, "model_memory_mb": f"{model_bytes / 2**20:.1f}"}
+    for stage, (median, p95) in latency.items():
+        model_values[f"{stage}_ms_median"] = f"{median:.2f}"
+        model_values[f"{stage}_ms_p95"] = f"{p95:.2f}"
+    statuses = [
+        factory.new(
+            "diagnostic_msgs/msg/DiagnosticStatus",
+            level=OK if models_loaded else WARN,
+            name=f"{node_name}: models",
+            message="models loaded" if models_loaded else "models not loaded (node inactive)",
+            hardware_id=node_name,
+            values=_key_values(factory, model_values),
+        )
+    ]
+    for name, stats in cameras.items():
+        if stats.conversion_errors:
+            level, message = WARN, stats.last_error
+        elif stats.received == 0:
+            level, message = WARN, "no frames received"
+        else:
+            level, message = OK, f"{stats.input_rate_hz:.1f} Hz"
+        values = {
+            "input_rate_hz": f"{stats.input_rate_hz:.2f}",
+            "frames_received": stats.received,
+            "frames_dropped_rate_limit": stats.dropped_rate_limit,
+            "conversion_errors": stats.conversion_errors,
+            "last_error": stats.last_error,
+            "queries_refused_busy": refused_queries.get(name, 0),
+        }
+        statuses.append(
+            factory.new(
+                "diagnostic_msgs/msg/DiagnosticStatus",
+                level=level,
+                name=f"{node_name}: camera {name}",
+                message=message,
+                hardware_id=name,
+                values=_key_values(factory, values),
+            )
+        )
+    return factory.new("diagnostic_msgs/msg/DiagnosticArray", header=header, status=statuses)

@@ -1,0 +1,221 @@
+"""What the node does with each request, with no rclpy in sight: request fields in, messages out.
+
+`vitron_node` (services, action, topic query) and `vitron replay` both call these, so what the tests check here is
+what runs on the robot. Every failure becomes an error field in the reply; nothing raises out of a handler.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import (
+    CheckpointLoadError,
+    CheckpointNotFoundError,
+    QueryCancelled,
+    VitronInputError,
+)
+from ..core.masks import mask_to_box
+from ..core.results import SOURCE_EVERYTHING, SOURCE_USER_PROMPT, GroundedMask
+from ..core.sketch import Sketch
+from ..core.specialists import Frame, SpecialistCall
+from .frame_buffer import CameraFrames, StampedFrame
+from .image_conversions import image_to_rgb
+from .interfaces import MessageFactory
+from .result_messages import (
+    PublishedOutputs,
+    error_answer_msg,
+    mask_array_msg,
+    published_outputs,
+)
+
+# Errors that are the caller's or the setup's, reported in the reply; anything else is a bug and is reported too,
+# with its type, so one bad request never takes the node down.
+EXPECTED_ERRORS = (VitronInputError, CheckpointNotFoundError, CheckpointLoadError)
+
+
+@dataclass
+class QueryOutcome:
+    answer: Any  # vitron_ros_msgs/Answer: the service / action reply (answer.error set on failure)
+    outputs: PublishedOutputs | None  # what to publish; None when there is no answer
+    frame: StampedFrame | None
+
+
+@dataclass
+class SegmentOutcome:
+    masks: Any  # vitron_ros_msgs/GroundedMaskArray
+    error: str
+    frame: StampedFrame | None
+
+
+def describe_error(error: Exception) -> str:
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+class VitronHandlers:
+    """Owns the pipeline (loaded on activate, freed on deactivate) and the cameras' frames."""
+
+    def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True):
+        if not cameras:
+            raise ValueError("at least one camera is needed")
+        self.factory = factory
+        self.cameras = cameras
+        self.overlay = overlay
+        self.pipeline = None
+        self.model_lock = threading.Lock()  # one model instance: queries from different cameras take turns
+
+    # -- model lifetime -----------------------------------------------------------------------------------------
+    def load(self, profile, device: str = "cpu", progress=print) -> None:
+        from ..core.pipeline import VitronPipeline
+
+        with self.model_lock:
+            self.pipeline = VitronPipeline.from_profile(profile, device=device, progress=progress)
+
+    def unload(self) -> None:
+        with self.model_lock:
+            device = str(self.pipeline.llm.device) if self.pipeline is not None else "cpu"
+            self.pipeline = None
+        if device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- frames -------------------------------------------------------------------------------------------------
+    def frame_for(self, camera: str, image_msg=None) -> StampedFrame:
+        """The request's own image when it carries one, else the latest frame of `camera` ('' = the first)."""
+        if image_msg is not None and len(image_msg.data) > 0:
+            return StampedFrame(image_to_rgb(image_msg), image_msg.header, camera or "request", 0.0)
+        name = camera or next(iter(self.cameras))
+        if name not in self.cameras:
+            raise VitronInputError(f"unknown camera {name!r}; cameras: {', '.join(self.cameras)}")
+        frame = self.cameras[name].latest()
+        if frame is None:
+            raise VitronInputError(f"no frame received yet from camera {name!r}; is its image topic publishing?")
+        return frame
+
+    # -- requests -----------------------------------------------------------------------------------------------
+    def query(
+        self,
+        request: str,
+        camera: str = "",
+        image_msg=None,
+        points: Sequence[Any] = (),
+        boxes: Sequence[Any] = (),
+        request_id: str = "",
+        progress: Callable[[str, str], None] | None = None,
+    ) -> QueryOutcome:
+        """Query.srv / Ask.action / ~/query: answer `request` about a frame; points and boxes become regions."""
+        request_id = request_id or uuid.uuid4().hex[:12]
+        frame = None
+        try:
+            frame = self.frame_for(camera, image_msg)
+            sketches = sketches_from_prompts(points, boxes, frame.rgb.shape[:2])
+            with self.model_lock:
+                pipeline = self._loaded()
+                result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
+            outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay)
+            return QueryOutcome(outputs.answer, outputs, frame)
+        except QueryCancelled:
+            error = "cancelled"
+        except Exception as exc:  # noqa: BLE001 - contained: one bad request gives an error reply
+            error = describe_error(exc)
+        header = frame.header if frame is not None else self._empty_header(image_msg)
+        return QueryOutcome(error_answer_msg(self.factory, header, request, request_id, error), None, frame)
+
+    def query_from_request(self, req, progress=None) -> QueryOutcome:
+        """A Query.srv request or Ask.action goal (same fields) -> outcome."""
+        return self.query(req.request, req.camera, req.image, req.points, req.boxes, req.request_id, progress)
+
+    def segment_from_request(self, req) -> SegmentOutcome:
+        return self.segment(req.camera, req.image, req.points, req.boxes, bool(req.everything))
+
+    def segment(
+        self,
+        camera: str = "",
+        image_msg=None,
+        points: Sequence[Any] = (),
+        boxes: Sequence[Any] = (),
+        everything: bool = False,
+    ) -> SegmentOutcome:
+        """Segment.srv: prompts only, no LLM. One mask per box, one for all points together, or everything."""
+        frame = None
+        try:
+            frame = self.frame_for(camera, image_msg)
+            calls, labels = segment_calls(points, boxes, everything, frame.rgb.shape[:2])
+            with self.model_lock:
+                segmenter = self._loaded().specialists["segmenter"]
+                outputs = segmenter.run(Frame(frame.rgb), calls)
+            masks, errors = [], []
+            for label, call, output in zip(labels, calls, outputs, strict=True):
+                if isinstance(output, Exception):
+                    errors.append(f"{label}: {output}")
+                elif call.task == "everything":
+                    masks.extend(
+                        GroundedMask(name, m, mask_to_box(m), float(s), SOURCE_EVERYTHING)
+                        for name, m, s in zip(output.labels, output.masks, output.scores, strict=True)
+                    )
+                else:
+                    best = output.masks[0]
+                    masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
+            return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header), "; ".join(errors), frame)
+        except Exception as exc:  # noqa: BLE001 - contained, as in query()
+            header = frame.header if frame is not None else self._empty_header(image_msg)
+            return SegmentOutcome(mask_array_msg(self.factory, [], header), describe_error(exc), frame)
+
+    def _loaded(self):
+        if self.pipeline is None:
+            raise VitronInputError("models are not loaded: activate the node (lifecycle 'activate') first")
+        return self.pipeline
+
+    def _empty_header(self, image_msg):
+        return image_msg.header if image_msg is not None else self.factory.new("std_msgs/msg/Header")
+
+
+def sketches_from_prompts(points: Sequence[Any], boxes: Sequence[Any], image_hw: tuple[int, int]) -> list[Sketch]:
+    """PixelPoint / PixelBox messages -> validated sketches, named by their place in the request."""
+    height, width = image_hw
+    sketches = []
+    for i, point in enumerate(points):
+        if int(point.label) != 1:
+            raise VitronInputError(
+                f"points[{i}] has label {int(point.label)}: a query's points mark regions (label 1); "
+                "background points (label 0) only apply to the Segment service"
+            )
+        sketches.append(Sketch.point(float(point.x), float(point.y)))
+    sketches.extend(Sketch.box(b.x1, b.y1, b.x2, b.y2) for b in boxes)
+    for i, sketch in enumerate(sketches):
+        name = f"points[{i}]" if i < len(points) else f"boxes[{i - len(points)}]"
+        sketch.validate(height, width, name=name)
+    return sketches
+
+
+def segment_calls(points, boxes, everything: bool, image_hw) -> tuple[list[SpecialistCall], list[str]]:
+    """Segment.srv prompts -> segmenter calls and the label of each one's mask."""
+    if everything:
+        return [SpecialistCall(task="everything")], ["everything"]
+    if not points and not boxes:
+        raise VitronInputError("Segment needs at least one point or box, or everything=true")
+    height, width = image_hw
+    calls, labels = [], []
+    for i, b in enumerate(boxes):
+        Sketch.box(b.x1, b.y1, b.x2, b.y2).validate(height, width, name=f"boxes[{i}]")
+        calls.append(SpecialistCall(task="segmentation", box_xyxy=(float(b.x1), float(b.y1), float(b.x2), float(b.y2))))
+        labels.append(f"box {i}")
+    if points:
+        for i, p in enumerate(points):
+            Sketch.point(p.x, p.y).validate(height, width, name=f"points[{i}]")
+            if int(p.label) not in (0, 1):
+                raise VitronInputError(f"points[{i}] has label {int(p.label)}; use 1 (object) or 0 (background)")
+        if not any(int(p.label) == 1 for p in points):
+            raise VitronInputError("points are all background (label 0): mark at least one point on the object")
+        xy = np.asarray([[float(p.x), float(p.y)] for p in points], np.float32)
+        calls.append(SpecialistCall(task="segmentation", points_xy=xy, point_labels=np.asarray([int(p.label) for p in points])))
+        labels.append("points")
+    return calls, labels

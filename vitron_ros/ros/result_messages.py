@@ -1,0 +1,193 @@
+"""VitronResult -> the messages the node publishes. Every message carries the header of the source image.
+
+Pure functions over a `MessageFactory`: the node passes rclpy's classes, tests and `vitron replay` rosbags'.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..core.overlay import colour_for, render_overlay
+from ..core.results import GroundedMask, VitronResult
+from .image_conversions import numpy_to_image
+from .interfaces import MessageFactory
+
+ANSWER = "vitron_ros_msgs/msg/Answer"
+MASK_ARRAY = "vitron_ros_msgs/msg/GroundedMaskArray"
+DETECTIONS = "vision_msgs/msg/Detection2DArray"
+IMAGE = "sensor_msgs/msg/Image"
+MARKERS = "visualization_msgs/msg/MarkerArray"
+
+
+@dataclass
+class PublishedOutputs:
+    """What one answered frame publishes, topic by topic (see the node's README table)."""
+
+    answer: Any  # vitron_ros_msgs/Answer -> ~/answer
+    masks: Any  # vitron_ros_msgs/GroundedMaskArray -> ~/masks
+    detections: Any  # vision_msgs/Detection2DArray -> ~/detections
+    markers: Any  # visualization_msgs/MarkerArray -> ~/markers
+    overlay: Any | None  # sensor_msgs/Image rgb8 -> ~/overlay (None when overlays are off)
+
+    def by_topic(self) -> dict[str, tuple[str, Any]]:
+        """Relative topic name -> (message type, message), overlay left out when off."""
+        topics = {
+            "answer": (ANSWER, self.answer),
+            "masks": (MASK_ARRAY, self.masks),
+            "detections": (DETECTIONS, self.detections),
+            "markers": (MARKERS, self.markers),
+        }
+        if self.overlay is not None:
+            topics["overlay"] = (IMAGE, self.overlay)
+        return topics
+
+
+def pixel_box(factory: MessageFactory, box_xyxy) -> Any:
+    x1, y1, x2, y2 = (float(v) for v in box_xyxy)
+    return factory.new("vitron_ros_msgs/msg/PixelBox", x1=x1, y1=y1, x2=x2, y2=y2)
+
+
+def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, header) -> Any:
+    """Full-frame mono8 mask (255 inside) with label, score, source and tight box."""
+    image = numpy_to_image(mask.mask.astype(np.uint8) * 255, "mono8", factory, header)
+    return factory.new(
+        "vitron_ros_msgs/msg/GroundedMask",
+        header=header,
+        id=index,
+        label=mask.label,
+        phrase=mask.phrase or "",
+        score=float(mask.score),
+        source=mask.source,
+        invocation_index=-1 if mask.invocation_index is None else int(mask.invocation_index),
+        box=pixel_box(factory, mask.box_xyxy),
+        mask=image,
+    )
+
+
+def mask_array_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header) -> Any:
+    items = [grounded_mask_msg(factory, m, i, header) for i, m in enumerate(masks)]
+    return factory.new(MASK_ARRAY, header=header, masks=items)
+
+
+def answer_msg(
+    factory: MessageFactory,
+    result: VitronResult,
+    header,
+    request: str,
+    request_id: str,
+    mask_msgs: Sequence[Any] | None = None,
+) -> Any:
+    """`mask_msgs` lets the caller reuse the GroundedMask messages it already built for ~/masks."""
+    invocations = [
+        factory.new(
+            "vitron_ros_msgs/msg/Invocation",
+            module=inv.module,
+            task=inv.task,
+            instruction=inv.instruction,
+            phrase=inv.phrase or "",
+            has_box=inv.box_xyxy is not None,
+            box=pixel_box(factory, inv.box_xyxy or (0, 0, 0, 0)),
+            seg_index=-1 if inv.seg_index is None else int(inv.seg_index),
+        )
+        for inv in result.invocations
+    ]
+    if mask_msgs is None:
+        mask_msgs = [grounded_mask_msg(factory, m, i, header) for i, m in enumerate(result.masks)]
+    return factory.new(
+        ANSWER,
+        header=header,
+        request_id=request_id,
+        request=request,
+        text=result.answer,
+        raw_reply=result.raw_reply,
+        masks=list(mask_msgs),
+        invocations=invocations,
+        warnings=list(result.errors),
+        latency_ms=float(result.timings.get("total", 0.0) * 1000.0),
+    )
+
+
+def error_answer_msg(factory: MessageFactory, header, request: str, request_id: str, error: str) -> Any:
+    """An Answer that says why there is no answer (bad input, model not loaded, busy camera, cancelled)."""
+    return factory.new(ANSWER, header=header, request_id=request_id, request=request, error=error)
+
+
+def detections_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header) -> Any:
+    """vision_msgs/Detection2DArray: one detection per mask, class_id = label, bbox = the mask's box."""
+    detections = []
+    for i, mask in enumerate(masks):
+        x1, y1, x2, y2 = (float(v) for v in mask.box_xyxy)
+        hypothesis = factory.new("vision_msgs/msg/ObjectHypothesis", class_id=mask.label, score=float(mask.score))
+        center = factory.new(
+            "vision_msgs/msg/Pose2D",
+            position=factory.new("vision_msgs/msg/Point2D", x=(x1 + x2) / 2.0, y=(y1 + y2) / 2.0),
+            theta=0.0,
+        )
+        detections.append(
+            factory.new(
+                "vision_msgs/msg/Detection2D",
+                header=header,
+                results=[factory.new("vision_msgs/msg/ObjectHypothesisWithPose", hypothesis=hypothesis)],
+                bbox=factory.new("vision_msgs/msg/BoundingBox2D", center=center, size_x=x2 - x1, size_y=y2 - y1),
+                id=str(i),
+            )
+        )
+    return factory.new(DETECTIONS, header=header, detections=detections)
+
+
+def markers_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header, namespace: str = "vitron") -> Any:
+    """visualization_msgs/MarkerArray: a DELETEALL, then one text label per mask.
+
+    Positions are image pixels scaled to metres at 1 px = 1 mm in the camera's frame (x right, y down), so the
+    labels line up over the image in rviz's 2D view of that frame; depth is not known here.
+    """
+    markers = [factory.new("visualization_msgs/msg/Marker", header=header, ns=namespace, id=0, action=3)]
+    for i, mask in enumerate(masks):
+        x1, y1, x2, _ = (float(v) for v in mask.box_xyxy)
+        r, g, b = (c / 255.0 for c in colour_for(i))
+        position = factory.new("geometry_msgs/msg/Point", x=(x1 + x2) / 2000.0, y=y1 / 1000.0, z=0.0)
+        orientation = factory.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
+        markers.append(
+            factory.new(
+                "visualization_msgs/msg/Marker",
+                header=header,
+                ns=namespace,
+                id=i + 1,
+                type=9,  # TEXT_VIEW_FACING
+                action=0,  # ADD
+                pose=factory.new("geometry_msgs/msg/Pose", position=position, orientation=orientation),
+                scale=factory.new("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.02),
+                color=factory.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0),
+                text=f"{mask.label} {mask.score:.2f}",
+            )
+        )
+    return factory.new(MARKERS, markers=markers)
+
+
+def overlay_msg(factory: MessageFactory, rgb: np.ndarray, masks: Sequence[GroundedMask], header) -> Any:
+    overlay = render_overlay(rgb, [m.mask for m in masks], [m.label for m in masks])
+    return numpy_to_image(overlay, "rgb8", factory, header)
+
+
+def published_outputs(
+    factory: MessageFactory,
+    result: VitronResult,
+    rgb: np.ndarray,
+    header,
+    request: str,
+    request_id: str,
+    overlay: bool = True,
+) -> PublishedOutputs:
+    """Every message one answer publishes; the GroundedMask messages are built once and shared."""
+    masks = mask_array_msg(factory, result.masks, header)
+    return PublishedOutputs(
+        answer=answer_msg(factory, result, header, request, request_id, masks.masks),
+        masks=masks,
+        detections=detections_msg(factory, result.masks, header),
+        markers=markers_msg(factory, result.masks, header),
+        overlay=overlay_msg(factory, rgb, result.masks, header) if overlay else None,
+    )
