@@ -16,8 +16,8 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -39,7 +39,7 @@ setup(
         "tqdm",
     ],
     extras_require={"test": ["pytest", "hypothesis", "pycocotools"]},
-    entry_points={"console_scripts": ["vitron = vitron_ros.cli:main"]},
+    entry_points={"console_scripts": ["vitron = vitron_ros.cli:main", "vitron_node = vitron_ros.ros.node:main"]},
     zip_safe=True,
     maintainer="vitron_ros developers",
     description="Pixel-level vision assistant (VITRON) for ROS 2",

@@ -159,3 +159,20 @@ def test_camera_names_follow_topic_namespaces():
     assert params.max_rate_hz == 5.0
     assert camera_name_for("image") == "image" and camera_info_topic("image") == "camera_info"
     assert camera_info_topic("/front/image_raw") == "/front/camera_info"
+
+
+def test_camera_info_that_does_not_match_the_images_is_a_warning(factory):
+    from vitron_ros.ros.diagnostics import camera_info_summary
+
+    info = factory.new("sensor_msgs/msg/CameraInfo", width=640, height=480, header=header(factory, 0, "front"))
+    assert camera_info_summary(info, (480, 640)) == (OK, "640x480, frame 'front'")
+    assert camera_info_summary(info, (240, 320)) == (WARN, "camera_info is 640x480 but images are 320x240")
+    assert camera_info_summary(None, None)[0] == WARN
+    frames = CameraFrames("front")
+    frames.add_image(_frame(factory, 1))
+    msg = diagnostics_msg(
+        factory, header(factory, 1), "vitron", {"front": frames.stats()}, {}, 0, False, {},
+        {"front": camera_info_summary(info, (4, 6))},
+    )  # fmt: skip
+    models, front = msg.status
+    assert models.level == WARN and front.level == WARN and "camera_info is 640x480" in front.message

@@ -1,4 +1,4 @@
-"""`vitron` command line: query an image, fetch and list model profiles.
+"""`vitron` command line: query an image, replay a bag or video through the ROS handlers, fetch and list models.
 
 Every failure the user can cause (missing or unreadable image, bad coordinates, unknown profile, missing
 checkpoint) ends in one line on stderr and exit code 2, never a traceback.
@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--out", default="vitron_out", help="folder for overlay.png and result.json")
     query.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
 
+    replay = commands.add_parser("replay", help="run the ROS node's handlers over a bag or video; write a bag")
+    replay.add_argument("input", help="rosbag2 folder (sqlite3 or MCAP), .mcap/.db3 file, or video file")
+    replay.add_argument("--query", required=True, help="request answered on every processed frame")
+    replay.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
+    replay.add_argument("--topic", default=None, help="image topic to read (default: the bag's only image topic)")
+    replay.add_argument("--every", type=int, default=1, help="process every N-th frame")
+    replay.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
+    replay.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
+    replay.add_argument("--no-overlay", action="store_true", help="leave /vitron/overlay out of the output")
+    replay.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
+    replay.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
+    replay.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
+
     models = commands.add_parser("models", help="list or fetch model profiles")
     model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_OneLineParser)
     fetch = model_commands.add_parser("fetch", help="download a profile's checkpoints once, for offline use")
@@ -74,10 +87,7 @@ def _query(args) -> int:
     for i, sketch in enumerate(sketches):  # fail before the (slow) model load
         sketch.validate(height, width, name=f"{'--point' if sketch.kind == 'point' else '--box'} #{i + 1}")
 
-    def progress(message: str) -> None:
-        print(message, file=sys.stderr)
-
-    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=progress)
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
     result, _ = pipeline(image, args.request, sketches)
 
     out = Path(args.out)
@@ -102,6 +112,26 @@ def _query(args) -> int:
     return 0
 
 
+def _replay(args) -> int:
+    from .core.config import load_profile
+    from .ros.replay import check_output, open_input, replay, replay_handlers
+
+    profile = load_profile(args.profile, args.profiles_file)
+    out = Path(args.out)
+    check_output(out, args.every, args.storage)  # fail before the (slow) model load
+    source = open_input(Path(args.input), args.topic)
+    handlers = replay_handlers(profile, args.device, overlay=not args.no_overlay, progress=_progress)
+    summary = replay(handlers, source, args.query, out, args.every, args.max_frames, args.storage)
+    print(f"answered {summary.frames_answered} frame(s) of {summary.topic}; wrote {summary.out}")
+    for error in summary.errors:
+        print(f"  {error}")
+    return 0
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def _models(args) -> int:
     from .core.config import load_profile, load_profiles
     from .core.fetch import fetch_profile
@@ -118,7 +148,8 @@ def _models(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return _query(args) if args.command == "query" else _models(args)
+        commands = {"query": _query, "replay": _replay, "models": _models}
+        return commands[args.command](args)
     except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
         print(f"vitron: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

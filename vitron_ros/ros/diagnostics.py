@@ -49,6 +49,16 @@ def model_memory_bytes(pipeline) -> int:
     return total
 
 
+def camera_info_summary(info, image_hw: tuple[int, int] | None) -> tuple[int, str]:
+    """(level, text) for a camera's latest sensor_msgs/CameraInfo against its latest image size."""
+    if info is None:
+        return WARN, "no camera_info received"
+    size = f"{info.width}x{info.height}"
+    if image_hw is not None and (int(info.height), int(info.width)) != tuple(image_hw):
+        return WARN, f"camera_info is {size} but images are {image_hw[1]}x{image_hw[0]}"
+    return OK, f"{size}, frame {info.header.frame_id!r}"
+
+
 def _key_values(factory: MessageFactory, values: dict[str, object]):
     return [factory.new("diagnostic_msgs/msg/KeyValue", key=k, value=str(v)) for k, v in values.items()]
 
@@ -62,8 +72,9 @@ def diagnostics_msg(
     model_bytes: int,
     models_loaded: bool,
     refused_queries: dict[str, int],
+    camera_infos: dict[str, tuple[int, str]] | None = None,
 ):
-    """One DiagnosticStatus for the models and one per camera."""
+    """One DiagnosticStatus for the models and one per camera. `camera_infos`: camera -> camera_info_summary()."""
     model_values = {"loaded": models_loaded, "model_memory_mb": f"{model_bytes / 2**20:.1f}"}
     for stage, (median, p95) in latency.items():
         model_values[f"{stage}_ms_median"] = f"{median:.2f}"
@@ -78,9 +89,13 @@ def diagnostics_msg(
             values=_key_values(factory, model_values),
         )
     ]
+    camera_infos = camera_infos or {}
     for name, stats in cameras.items():
+        info_level, info_text = camera_infos.get(name, (OK, "not subscribed"))
         if stats.conversion_errors:
             level, message = WARN, stats.last_error
+        elif info_level != OK:
+            level, message = info_level, info_text
         elif stats.received == 0:
             level, message = WARN, "no frames received"
         else:
@@ -92,6 +107,7 @@ def diagnostics_msg(
             "conversion_errors": stats.conversion_errors,
             "last_error": stats.last_error,
             "queries_refused_busy": refused_queries.get(name, 0),
+            "camera_info": info_text,
         }
         statuses.append(
             factory.new(
