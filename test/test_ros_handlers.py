@@ -56,6 +56,7 @@ def test_query_answers_like_the_pipeline_and_every_output_carries_the_image_head
 
     answer = _cdr(outcome.answer, ANSWER)
     assert answer.error == "" and answer.request_id == "r1"
+    assert outcome.timings["llm_generate"] > 0 and answer.latency_ms == pytest.approx(outcome.timings["total"] * 1000)
     assert answer.text == expected.answer and answer.raw_reply == expected.raw_reply
     assert len(answer.masks) == len(expected.masks) >= 1
     for got, want in zip(answer.masks, expected.masks):

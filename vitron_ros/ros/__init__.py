@@ -1,6 +1,12 @@
-"""The ROS 2 layer (lifecycle node, message conversions, launch) goes here.
+"""The ROS 2 layer: a thin face on the core.
 
-Contract with the core: a node callback converts the message (pure functions), hands the frame to one
-`vitron_ros.core.pipeline.VitronPipeline` off the subscription thread, builds result messages from the
-`VitronResult` and copies the input header onto every output. Nothing in `vitron_ros.core` may import from here.
+Only `node.py` imports rclpy. Everything it calls is plain Python over a `MessageFactory` (rclpy's generated
+classes on a robot, rosbags' typestore here), so it is tested without ROS 2:
+
+- `interfaces`: message types without ROS (rosbags typestore of `msg/` + vision_msgs), factories
+- `image_conversions`: sensor_msgs Image / CompressedImage <-> numpy, cv_bridge semantics
+- `frame_buffer`, `query_worker`: per-camera frames (latest + ring) and one worker thread per camera
+- `handlers`: Query / Segment / Ask / topic requests -> messages; `result_messages`: VitronResult -> messages
+- `diagnostics`, `parameters`: /diagnostics and the node's typed parameters
+- `replay`: `vitron replay` over bags and videos with the same handlers
 """

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,6 +44,7 @@ class QueryOutcome:
     answer: Any  # vitron_ros_msgs/Answer: the service / action reply (answer.error set on failure)
     outputs: PublishedOutputs | None  # what to publish; None when there is no answer
     frame: StampedFrame | None
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, for diagnostics
 
 
 @dataclass
@@ -121,7 +122,7 @@ class VitronHandlers:
                 pipeline = self._loaded()
                 result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
             outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay)
-            return QueryOutcome(outputs.answer, outputs, frame)
+            return QueryOutcome(outputs.answer, outputs, frame, result.timings)
         except QueryCancelled:
             error = "cancelled"
         except Exception as exc:  # noqa: BLE001 - contained: one bad request gives an error reply

@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
@@ -175,7 +176,7 @@ class VitronNode(LifecycleNode):
         for name in NodeParameters.descriptions():
             try:
                 values[name] = self.get_parameter(name).value
-            except rclpy.exceptions.ParameterUninitializedException:
+            except ParameterUninitializedException:
                 continue  # an unset string array keeps its default
         return values
 
@@ -196,7 +197,7 @@ class VitronNode(LifecycleNode):
             return
         for topic, (_, msg) in outcome.outputs.by_topic().items():
             self._outputs[topic].publish(msg)
-        self.latency.add({"total": outcome.answer.latency_ms / 1000.0})
+        self.latency.add(outcome.timings)
 
     def _answer_or_error(self, req, progress=None) -> Answer:
         outcome, error = self._run_on_camera(req.camera, self.handlers.query_from_request, req, progress)
