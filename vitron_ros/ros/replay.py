@@ -79,7 +79,8 @@ def read_bag_images(path: Path, topic: str | None = None) -> tuple[str, int, Ite
 
 
 def read_video_frames(path: Path, frame_id: str = "camera") -> tuple[str, int, Iterator[InputMessage]]:
-    """A video as rgb8 Image messages stamped by their position in the video."""
+    """A video as bgr8 Image messages (OpenCV's own channel order: no per-frame reorder here) stamped by their
+    position in the video."""
     import cv2
 
     capture = cv2.VideoCapture(str(path))
@@ -97,7 +98,7 @@ def read_video_frames(path: Path, frame_id: str = "camera") -> tuple[str, int, I
                 if not ok:
                     return
                 stamp = int(round(index / fps * 1e9))
-                msg = numpy_to_image(bgr[..., ::-1], "rgb8", factory, header(factory, stamp, frame_id))
+                msg = numpy_to_image(bgr, "bgr8", factory, header(factory, stamp, frame_id))
                 yield InputMessage(VIDEO_TOPIC, "sensor_msgs/msg/Image", stamp, msg)
                 index += 1
         finally:

@@ -79,9 +79,9 @@ def answer_msg(
     header,
     request: str,
     request_id: str,
-    mask_msgs: Sequence[Any] | None = None,
+    mask_msgs: Sequence[Any],
 ) -> Any:
-    """`mask_msgs` lets the caller reuse the GroundedMask messages it already built for ~/masks."""
+    """`mask_msgs`: the GroundedMask messages of `result.masks`, built once and shared with ~/masks."""
     invocations = [
         factory.new(
             "vitron_ros_msgs/msg/Invocation",
@@ -95,8 +95,6 @@ def answer_msg(
         )
         for inv in result.invocations
     ]
-    if mask_msgs is None:
-        mask_msgs = [grounded_mask_msg(factory, m, i, header) for i, m in enumerate(result.masks)]
     return factory.new(
         ANSWER,
         header=header,
