@@ -1,7 +1,8 @@
 """Model profiles: YAML -> frozen dataclasses -> constructors.
 
 Unknown keys raise `VitronInputError` naming the key, so a typo in a profile never silently falls back to a
-default. `${cache}` in a path expands to the model cache folder ($VITRON_CACHE, else ~/.cache/vitron_ros).
+default. `${cache}` in a path expands to the model cache folder ($VITRON_CACHE, else ~/.cache/vitron_ros); `${share}` to
+the package's data folder (the repo root, or share/vitron_ros when installed), where shipped checkpoints live.
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ class TinyBuildConfig:
     vision_patch_size: int = 16
     vision_hidden_size: int = 64
     vision_layers: int = 2
+    vision_feature_layer: int = -2  # layer LLaVA reads (-2: LLaVA-1.5's choice; -1 wastes no layer when training)
     text_hidden_size: int = 64
     text_layers: int = 2
     text_heads: int = 4
     vocab_size: int = 600  # byte-level BPE trained in memory on the prompt vocabulary
     sam_image_size: int = 256  # SAM input side; 256 / 16 = 16x16 image embedding
+    sam_patch_size: int = 16  # SAM's patch; the mask decoder's low-res masks are 4x the patch grid
     sam_embed_dim: int = 64
     sam_depth: int = 2
     sam_heads: int = 2
     seed: int = 0  # random weights are seeded so the tiny profile is reproducible
+    tokenizer_corpus: str = "generic"  # text the byte-level BPE is trained on: "generic" or "shapes" (ShapesWorld)
+    synergy_dim: int = 0  # width of each of the signal projector's task-invariant / task-specific parts (0: none)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class LlmConfig:
     max_new_tokens: int = 64  # answer length cap; greedy decoding
     dtype: str = "float16"  # used on CUDA; CPU always runs float32 (half precision is slow or unsupported there)
     revision: str | None = None  # hub revision to pin, when `model` is a hub id
+    system_prompt: str | None = None  # the system turn the checkpoint was tuned with (None: LLaVA-style default)
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,17 @@ def _build(cls: type, values: Any, where: str) -> Any:
         raise VitronInputError(f"{where}: {exc}") from None
 
 
+def share_dir() -> Path:
+    """Where the package's data lives: the repo root in a checkout, share/vitron_ros in an install."""
+    root = Path(__file__).resolve().parents[2]
+    if (root / "config" / "profiles.yaml").is_file():
+        return root
+    return Path(sys.prefix) / "share" / "vitron_ros"
+
+
 def _expand(path: str) -> str:
-    return os.path.expanduser(path.replace("${cache}", str(cache_dir())))
+    path = path.replace("${cache}", str(cache_dir())).replace("${share}", str(share_dir()))
+    return os.path.expanduser(path)
 
 
 def profile_from_dict(name: str, raw: dict) -> ProfileConfig:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ProfileConfig, load_profile
-from .conversation import SKETCH_TOKEN, Conversation, Region, Turn
+from .conversation import SKETCH_TOKEN, SYSTEM_PROMPT, Conversation, Region, Turn
 from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
@@ -139,7 +139,9 @@ class VitronPipeline:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
-        conversation = conversation if conversation is not None else Conversation(image_hw=(height, width))
+        conversation = conversation if conversation is not None else Conversation(
+            system=self.llm.config.system_prompt or SYSTEM_PROMPT, image_hw=(height, width)
+        )
         if conversation.image_hw not in (None, (height, width)):
             raise VitronInputError(
                 f"conversation is about a {conversation.image_hw} image, got {(height, width)}; start a new one"

@@ -25,6 +25,9 @@ class HeadsConfig:
     prompt_dim: int  # the segmenter's prompt-token width (SAM: 256; tiny SAM: 64)
     seg_token: str = "[SEG]"  # reply token whose hidden state becomes a signal embedding
     sketch_token: str = "<sketch>"  # prompt placeholder replaced by a region embedding
+    # Cross-task synergy (VITRON sec. 4.3): > 0 splits the signal into a task-invariant and a task-specific part
+    # of this width each; training makes the invariant part useless to a task discriminator (gradient reversal).
+    synergy_dim: int = 0
 
 
 def region_grid_weights(mask_square: np.ndarray, grid: int) -> np.ndarray:
@@ -76,12 +79,30 @@ def _modules():
         def forward(self, hidden: torch.Tensor) -> torch.Tensor:
             return self.net(hidden)
 
+    class SynergySignalProjector(nn.Module):
+        """[SEG] hidden state -> task-invariant part + task-specific part -> the segmenter's prompt-token space."""
+
+        def __init__(self, hidden_size: int, prompt_dim: int, part_dim: int):
+            super().__init__()
+            self.invariant = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, part_dim))
+            self.specific = nn.Sequential(nn.Linear(hidden_size, hidden_size), nn.ReLU(), nn.Linear(hidden_size, part_dim))
+            self.fuse = nn.Linear(2 * part_dim, prompt_dim)
+
+        def parts(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return self.invariant(hidden), self.specific(hidden)
+
+        def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+            return self.fuse(torch.cat(self.parts(hidden), dim=-1))
+
     class VitronHeads(nn.Module):
         def __init__(self, config: HeadsConfig):
             super().__init__()
             self.config = config
             self.sketch_encoder = SketchEncoder(config.hidden_size)
-            self.signal_projector = SignalProjector(config.hidden_size, config.prompt_dim)
+            if config.synergy_dim > 0:
+                self.signal_projector = SynergySignalProjector(config.hidden_size, config.prompt_dim, config.synergy_dim)
+            else:
+                self.signal_projector = SignalProjector(config.hidden_size, config.prompt_dim)
 
     return VitronHeads
 

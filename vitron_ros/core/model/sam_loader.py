@@ -38,7 +38,7 @@ def _build_tiny_sam(cfg: TinyBuildConfig):
         TwoWayTransformer,
     )
 
-    prompt_dim, patch = TINY_PROMPT_DIM, 16
+    prompt_dim, patch = TINY_PROMPT_DIM, cfg.sam_patch_size
     grid = cfg.sam_image_size // patch
     return Sam(
         image_encoder=ImageEncoderViT(

@@ -31,7 +31,18 @@ _CORPUS = [
 ]
 
 
-def train_tokenizer(vocab_size: int):
+def tokenizer_corpus(name: str) -> list[str]:
+    """Text a tiny tokenizer learns its merges from: the prompt vocabulary, or ShapesWorld's instruction data."""
+    if name == "generic":
+        return _CORPUS * 4
+    if name == "shapes":
+        from ..shapes.corpus import shapes_corpus
+
+        return _CORPUS + shapes_corpus()
+    raise ValueError(f"unknown tokenizer corpus {name!r}; expected 'generic' or 'shapes'")
+
+
+def train_tokenizer(vocab_size: int, corpus: str = "generic"):
     """A byte-level BPE (any text encodes) with LLaVA's and VITRON's special tokens, as a transformers tokenizer."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -45,7 +56,7 @@ def train_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tokenizer.train_from_iterator(tokenizer_corpus(corpus), trainer=trainer)
     from tokenizers.processors import TemplateProcessing
 
     bos_id = tokenizer.token_to_id("<s>")
@@ -72,14 +83,15 @@ def build_tiny_llava(cfg: TinyBuildConfig, folder: Path) -> int:
         LlavaProcessor,
     )
 
-    tokenizer = train_tokenizer(cfg.vocab_size)
+    tokenizer = train_tokenizer(cfg.vocab_size, cfg.tokenizer_corpus)
     side = cfg.vision_image_size
     grid = side // cfg.vision_patch_size
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
             hidden_size=cfg.vision_hidden_size,
             intermediate_size=cfg.vision_hidden_size * 4,
-            num_hidden_layers=cfg.vision_layers + 1,  # LLaVA reads the second-to-last layer
+            # LLaVA reads layer `vision_feature_layer`; build the layers after it too, as the published towers have
+            num_hidden_layers=cfg.vision_layers - 1 - cfg.vision_feature_layer,
             num_attention_heads=max(1, cfg.vision_hidden_size // 32),
             image_size=side,
             patch_size=cfg.vision_patch_size,
@@ -98,7 +110,7 @@ def build_tiny_llava(cfg: TinyBuildConfig, folder: Path) -> int:
         ),
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=grid * grid,
-        vision_feature_layer=-2,
+        vision_feature_layer=cfg.vision_feature_layer,
         vision_feature_select_strategy="default",
     )
     torch.manual_seed(cfg.seed)
@@ -146,7 +158,9 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
         try:
             hidden = build_tiny_llava(cfg, staging)
             torch.manual_seed(cfg.seed + 1)
-            heads = build_heads(HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM))
+            heads = build_heads(
+                HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM, synergy_dim=cfg.synergy_dim)
+            )
             save_heads(heads, staging)
             if llm_path.exists():
                 shutil.rmtree(llm_path)
