@@ -46,3 +46,35 @@ def scene() -> np.ndarray:
     image[20:70, 30:90] = (220, 30, 30)
     image[60:110, 120:180] = (30, 30, 220)
     return image
+
+
+@pytest.fixture(scope="session")
+def shapes_recipe():
+    import dataclasses
+
+    from vitron_ros.core.training.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "config" / "train_shapes.yaml")
+    # Small batches: tests check that things run and losses fall, not final quality.
+    return dataclasses.replace(recipe, batch_scenes=4, turns_per_scene=3, checkpoint_every=3, log_every=1)
+
+
+@pytest.fixture(scope="session")
+def shapes_trainer(tmp_path_factory, shapes_recipe):
+    """A Trainer on the shapes architecture with random initial weights."""
+    from vitron_ros.core.config import load_profile
+    from vitron_ros.core.training.trainer import Trainer, relocated
+
+    folder = tmp_path_factory.mktemp("shapes_random")
+    profile = relocated(load_profile("shapes"), folder / "export")
+    return Trainer(shapes_recipe, folder / "work", profile=profile, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shapes_pipeline(shapes_trainer):
+    """The pipeline on the Trainer's current weights, exported and loaded back like any profile."""
+    from vitron_ros.core.pipeline import VitronPipeline
+    from vitron_ros.core.training.trainer import export_profile
+
+    export_profile(shapes_trainer.model.eval(), shapes_trainer.processor, shapes_trainer.profile)
+    return VitronPipeline.from_profile(shapes_trainer.profile, progress=lambda *_: None)

@@ -1,0 +1,83 @@
+"""Training sees exactly what inference sees: packed multi-turn sequences vs the pipeline's single-turn prompt."""
+
+import numpy as np
+import pytest
+import torch
+
+from vitron_ros.core.shapes.instructions import make_sample
+from vitron_ros.core.shapes.world import generate_scene
+from vitron_ros.core.sketch import Sketch
+
+
+@pytest.fixture(scope="module")
+def shapes_parts(shapes_trainer):
+    return shapes_trainer
+
+
+def test_packed_turns_match_single_turn_inference(shapes_trainer, shapes_pipeline):
+    """Hidden states of a turn packed behind others equal those of the pipeline's own single-turn prompt."""
+    trainer, pipeline = shapes_trainer, shapes_pipeline
+    scene = generate_scene(5)
+    rng = np.random.default_rng(0)
+    samples = [make_sample(scene, t, rng, attempts=5) for t in ("vqa", "referring", "grounded")]
+    batch = trainer.packer.pack([scene], [samples])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        features = model.image_features(torch.as_tensor(scene.image[None]))
+        hidden = model._language(batch, [scene], features)[0]
+    # The last turn (grounded) through the pipeline: prompt + teacher-forced reply, hidden at its [SEG] tokens.
+    sample = samples[-1]
+    query = pipeline._begin(scene.image, sample.request, [], None)
+    reply_ids = pipeline.llm.encode_reply(" " + sample.reply)
+    expected = pipeline.llm.signal_embeddings(query.prompt, reply_ids)
+    segs = [t for t in batch.segs if t.task == 1]
+    with torch.no_grad():
+        got = model.heads.signal_projector(hidden[[t.position for t in segs]]).numpy()
+    assert got.shape == expected.shape and len(got) == len(sample.seg_targets)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_clip_pixels_match_the_image_processor(shapes_trainer, shapes_pipeline):
+    scene = generate_scene(3)
+    ours = shapes_trainer.model.clip_pixels(torch.as_tensor(scene.image[None]))
+    processor = shapes_pipeline.llm.processor.image_processor
+    theirs = processor(images=scene.image, return_tensors="pt")["pixel_values"]
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=2e-2)
+
+
+def test_batched_mask_decoder_matches_sam(shapes_trainer):
+    from vitron_ros.core.training.model import decode_masks
+
+    sam = shapes_trainer.model.sam.eval()
+    images = torch.as_tensor(np.stack([generate_scene(s).image for s in (1, 2)]))
+    with torch.no_grad():
+        embeddings = shapes_trainer.model.sam_embeddings(images)
+        boxes = torch.tensor([[4.0, 4.0, 30.0, 30.0], [10.0, 20.0, 50.0, 60.0]])
+        sparse, dense = sam.prompt_encoder(points=None, boxes=boxes, masks=None)
+        batched, quality = decode_masks(sam, embeddings, sparse, dense)
+        for i in range(2):
+            single, single_quality = sam.mask_decoder(embeddings[i : i + 1], sam.prompt_encoder.get_dense_pe(),
+                                                      sparse[i : i + 1], dense[i : i + 1], multimask_output=False)
+            np.testing.assert_allclose(batched[i, :1].numpy(), single[0].numpy(), rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(quality[i, :1].numpy(), single_quality[0].numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_sketch_embeddings_match_the_pipeline(shapes_trainer, shapes_pipeline):
+    """The sketch encoder in training (ground-truth region) equals the pipeline's on the same region mask."""
+    from vitron_ros.core.conversation import Region
+
+    scene = generate_scene(8)
+    obj = scene.objects[0]
+    rng = np.random.default_rng(1)
+    sample = make_sample(scene, "region", rng)
+    sample.sketch_targets = [0]
+    batch = shapes_trainer.packer.pack([scene], [[sample]])
+    model = shapes_trainer.model.eval()
+    with torch.no_grad():
+        features = model.image_features(torch.as_tensor(scene.image[None]))
+        ours = model._sketch_embeddings(batch, [scene], features)
+    encoding = shapes_pipeline.llm.encode_image(scene.image)
+    region = Region(mask=obj.mask, box_xyxy=obj.box_xyxy, kind="box")
+    theirs = shapes_pipeline.llm.sketch_embeddings(encoding, [region])
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-4)
+    assert isinstance(sample.sketches[0], Sketch)

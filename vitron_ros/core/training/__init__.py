@@ -1,0 +1,1 @@
+"""Training the tiny VITRON: packing, losses, stages."""

@@ -1,0 +1,89 @@
+"""Training recipe: YAML -> frozen dataclasses, unknown keys rejected by name (as profiles are)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import _build
+from ..errors import VitronInputError
+from ..shapes.instructions import TASKS
+from .model import MODULE_GROUPS
+
+LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
+STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy")  # VITRON's five stages, in order
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    name: str  # one of STAGE_NAMES
+    steps: int  # optimiser updates
+    tasks: dict[str, float]  # task -> sampling weight of the turns packed per scene
+    train: tuple[str, ...]  # parameter groups updated (MODULE_GROUPS); the rest stay frozen
+    losses: dict[str, float]  # loss -> weight
+    lr: float = 1e-3
+    user_prompts: int = 0  # point/box/scribble segmenter prompts per scene (sketch path)
+    synergy_strength: float = 0.0  # gradient-reversal strength of the task discriminator (0: synergy off)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    profile: str  # the profile whose `tiny` section gives the architecture and whose paths receive the export
+    stages: tuple[StageConfig, ...]
+    seed: int = 0
+    batch_scenes: int = 16  # images per update
+    turns_per_scene: int = 4  # single-turn samples packed on each image's shared prefix
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    checkpoint_every: int = 100  # updates between resumable checkpoints
+    log_every: int = 20
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    extra: dict = field(default_factory=dict)
+
+    def stage(self, name: str) -> StageConfig:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise VitronInputError(f"stage {name!r} is not in the recipe; it has {[s.name for s in self.stages]}")
+
+
+def stage_from_dict(raw: dict, where: str) -> StageConfig:
+    stage = _build(StageConfig, raw, where)
+    if stage.name not in STAGE_NAMES:
+        raise VitronInputError(f"{where}.name: expected one of {STAGE_NAMES}, got {stage.name!r}")
+    for task in stage.tasks:
+        if task not in TASKS:
+            raise VitronInputError(f"{where}.tasks: unknown task {task!r}; tasks are {TASKS}")
+    for group in stage.train:
+        if group not in MODULE_GROUPS:
+            raise VitronInputError(f"{where}.train: unknown group {group!r}; groups are {MODULE_GROUPS}")
+    for loss in stage.losses:
+        if loss not in LOSSES:
+            raise VitronInputError(f"{where}.losses: unknown loss {loss!r}; losses are {LOSSES}")
+    if stage.steps < 1 or not stage.tasks:
+        raise VitronInputError(f"{where}: needs steps >= 1 and at least one task")
+    return StageConfig(**{**stage.__dict__, "train": tuple(stage.train)})
+
+
+def load_recipe(path: str | os.PathLike) -> TrainConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise VitronInputError(f"cannot read training recipe {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise VitronInputError(f"training recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise VitronInputError(f"training recipe {path}: expected a mapping")
+    raw = dict(raw)
+    stages = raw.pop("stages", None)
+    if not isinstance(stages, list) or not stages:
+        raise VitronInputError(f"training recipe {path}: 'stages' must be a non-empty list")
+    parsed = tuple(stage_from_dict(s, f"{path.name}: stages[{i}]") for i, s in enumerate(stages))
+    order = [STAGE_NAMES.index(s.name) for s in parsed]
+    if order != sorted(order) or len(set(order)) != len(order):
+        raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")
+    return _build(TrainConfig, {**raw, "stages": parsed}, path.name)
