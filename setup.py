@@ -18,6 +18,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        # The trained `shapes` profile ships with the package (~12 MB), so it runs offline out of the box.
+        (f"share/{PACKAGE}/models/shapes", glob("models/shapes/*.safetensors")),
+        (f"share/{PACKAGE}/models/shapes/llava", glob("models/shapes/llava/*")),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -62,6 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
     replay.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
 
+    train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
+    train.add_argument("--stage", required=True, help="a stage name (align, invocation, decoder, grounding, synergy) or 'all'")
+    train.add_argument("--config", required=True, help="training recipe YAML, e.g. config/train_shapes.yaml")
+    train.add_argument("--work-dir", default=".train/shapes", help="checkpoints, logs and resumable state")
+    train.add_argument("--fresh", action="store_true", help="ignore finished stages and saved state; start over")
+    train.add_argument("--no-export", action="store_true", help="leave the profile's checkpoint files untouched")
+    train.add_argument("--profiles-file", default=None)
+
+    evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
+    evaluate.add_argument("--suite", required=True, choices=("shapes",), help="benchmark suite")
+    evaluate.add_argument("--profile", default="shapes")
+    evaluate.add_argument("--profiles-file", default=None)
+    evaluate.add_argument("--scenes", type=int, default=200, help="held-out scenes per task")
+    evaluate.add_argument("--json", default=None, help="also write the full report to this file")
+    evaluate.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
+
     models = commands.add_parser("models", help="list or fetch model profiles")
     model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_OneLineParser)
     fetch = model_commands.add_parser("fetch", help="download a profile's checkpoints once, for offline use")
@@ -70,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="list profiles and whether their checkpoints are here")
     listing.add_argument("--profiles-file", default=None)
     return parser
+
+
+def _legible(image, masks, min_side: int = 256):
+    """Small images (ShapesWorld's 64 px) are drawn enlarged, pixel for pixel, so labels and edges stay readable."""
+    import numpy as np
+
+    factor = max(1, -(-min_side // max(image.shape[:2])))
+    if factor == 1:
+        return image, masks
+    enlarge = lambda a: np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)  # noqa: E731
+    return enlarge(image), [enlarge(m) for m in masks]
 
 
 def _query(args) -> int:
@@ -92,7 +119,7 @@ def _query(args) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    overlay = render_overlay(image, [m.mask for m in result.masks], [m.label for m in result.masks])
+    overlay = render_overlay(*_legible(image, [m.mask for m in result.masks]), [m.label for m in result.masks])
     save_image(out / "overlay.png", overlay)
     payload = result.to_json()
     (out / "result.json").write_text(json.dumps(payload, indent=2))
@@ -145,10 +172,45 @@ def _models(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .core.config import load_profile
+    from .core.training.recipe import STAGE_NAMES, load_recipe
+    from .core.training.trainer import Trainer
+
+    recipe = load_recipe(args.config)
+    names = [s.name for s in recipe.stages]
+    if args.stage != "all" and args.stage not in names:
+        raise VitronInputError(f"--stage {args.stage!r}: expected 'all' or one of {names} (VITRON's order: {STAGE_NAMES})")
+    profile = load_profile(recipe.profile, args.profiles_file)
+    if args.fresh and Path(args.work_dir).exists():
+        import shutil
+
+        shutil.rmtree(args.work_dir)
+    trainer = Trainer(recipe, args.work_dir, profile=profile)
+    trainer.run(names if args.stage == "all" else [args.stage], resume=True)
+    if not args.no_export:
+        trainer.export()
+    return 0
+
+
+def _eval(args) -> int:
+    from .core.config import load_profile
+    from .core.evaluation.shapes_suite import evaluate_shapes, format_report
+    from .core.pipeline import VitronPipeline
+
+    profile = load_profile(args.profile, args.profiles_file)
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
+    report = evaluate_shapes(pipeline, scenes=args.scenes, progress=True)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "replay": _replay, "models": _models}
+        commands = {"query": _query, "replay": _replay, "models": _models, "train": _train, "eval": _eval}
         return commands[args.command](args)
     except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
         print(f"vitron: error: {exc}", file=sys.stderr)
