@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The main job, offline: a query with the random-weight `tiny` profile on the image kept in the repo.
-# Prints the answer and writes demo_out/overlay.png and demo_out/result.json.
+# The main job, offline, on the shipped `shapes` profile (the tiny VITRON trained on ShapesWorld): a referring
+# segmentation request and a question about assets/shapes_scene.png, a held-out ShapesWorld scene.
+# Prints the answers and masks and writes demo_out/overlay.png, demo_out/result.json (and demo_out/question/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export VITRON_CACHE=${VITRON_CACHE:-$PWD/.venv/vitron_cache}
-.venv/bin/vitron query assets/demo_scene.png "what is this object?" --box 40,60,150,170 \
-  --profile tiny --out demo_out "$@"
+.venv/bin/vitron query assets/shapes_scene.png "segment the red circle left of the blue square." \
+  --profile shapes --out demo_out "$@"
+.venv/bin/vitron query assets/shapes_scene.png "how many red objects are there?" \
+  --profile shapes --out demo_out/question "$@"

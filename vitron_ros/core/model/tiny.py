@@ -115,6 +115,8 @@ def build_tiny_llava(cfg: TinyBuildConfig, folder: Path) -> int:
     )
     torch.manual_seed(cfg.seed)
     model = LlavaForConditionalGeneration(config)
+    if cfg.text_embedding_std != 0.02:
+        torch.nn.init.normal_(model.get_input_embeddings().weight, std=cfg.text_embedding_std)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": side},

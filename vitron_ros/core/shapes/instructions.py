@@ -1,13 +1,16 @@
 """Instruction data from ShapesWorld scenes, one `Sample` per (scene, task), with exact targets.
 
 Tasks (the VITRON training stages pick mixtures of them):
-  caption      "describe the image."                -> "a large red circle, ... on a striped background."
+  caption      "describe the image."                -> "a large red circle at the top left, ... on a striped background."
   vqa          count / colour / shape / position / relation / largest questions -> a short answer
   referring    "segment the red circle left of the square." -> an invocation with a box and [SEG]
   everything   "segment everything."                -> the segmenter's everything invocation
   region       "what is this?" + a point, box or scribble sketch -> "a red circle"
   grounded     "describe the image with masks."     -> "<p> a red circle </p> [SEG], ..."
   grounded_qa  "which object is the largest? show it." -> "<p> the blue square </p> [SEG]"
+  echo         "repeat: the red circle above the green square." -> "the red circle above the green square"
+               (text only, unrelated to the image: the from-scratch LM learns to read and copy the request,
+               which a pretrained Vicuna brings along; without it the LM answers from the image alone)
 
 Replies are written exactly as the pipeline's parser reads them (invocation.py), boxes normalised to the
 padded square the LLM sees, two decimals.
@@ -21,9 +24,9 @@ import numpy as np
 
 from ..geometry import Letterbox
 from ..sketch import Sketch
-from .world import SHAPES, Scene, SceneObject
+from .world import COLOURS, SHAPES, Scene, SceneObject
 
-TASKS = ("caption", "vqa", "referring", "everything", "region", "grounded", "grounded_qa")
+TASKS = ("caption", "vqa", "referring", "everything", "region", "grounded", "grounded_qa", "echo")
 VQA_TYPES = ("count", "colour", "shape", "position", "relation", "largest")
 RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": (1, 1)}  # (axis, sign)
 RELATION_MARGIN = 0.06  # centres must differ by this fraction of the side for a relation to hold either way
@@ -81,6 +84,10 @@ def _same(objects: list[SceneObject], **attrs) -> list[int]:
 
 def _join(phrases: list[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+
+
+def _at(position: str) -> str:
+    return "in the center" if position == "center" else f"at the {position}"
 
 
 def _left_to_right(scene: Scene) -> list[int]:
@@ -142,7 +149,12 @@ class InstructionMaker:
         return f"{article} {obj.spec.size_word} {obj.spec.colour} {obj.spec.shape}"
 
     def _caption(self) -> Sample:
-        phrases = [self._object_phrase(self.scene.objects[i]) for i in _left_to_right(self.scene)]
+        # Where each object is, in words: dense supervision that binds colour and shape to a place, which
+        # position and relation questions need (a run without it answered "where is ...?" at chance).
+        phrases = [
+            f"{self._object_phrase(self.scene.objects[i])} {_at(position_word(self.scene.objects[i], self.size))}"
+            for i in _left_to_right(self.scene)
+        ]
         reply = f"{_join(phrases)} on a {self.scene.background} background."
         return Sample("caption", "caption", CAPTION_REQUEST, reply, answer=reply)
 
@@ -205,6 +217,14 @@ class InstructionMaker:
         if not clear or self.unique_name(ranked[0]) is None:
             return None
         return word, ranked[0]
+
+    def _echo(self) -> Sample:
+        colours, rng = list(COLOURS), self.rng
+        words = [self._pick(colours), self._pick(list(SHAPES))]
+        if rng.random() < 0.5:
+            words += [self._pick(list(RELATIONS)), "the", self._pick(colours), self._pick(list(SHAPES))]
+        phrase = "the " + " ".join(words)
+        return Sample("echo", "echo", f"repeat: {phrase}.", phrase, answer=phrase)
 
     def _vqa(self, question_type: str | None = None) -> Sample | None:
         question_type = question_type or self._pick(list(VQA_TYPES))

@@ -86,8 +86,10 @@ class TrainableVitron(nn.Module):
         width = llava.config.text_config.hidden_size
         classes = (len(COLOURS) + 1) + (len(SHAPES) + 1)
         # Auxiliary per-patch colour/shape probes: bind colour to shape early in both image encoders.
-        self.aux_vision = nn.Linear(width, classes)
-        self.aux_sam = nn.Conv2d(sam.prompt_encoder.embed_dim, classes, 1)
+        # The probes read normalised features: a linear probe on raw features rewards ever larger norms, and
+        # projected image features far larger than token embeddings drown the request's words in the LM.
+        self.aux_vision = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, classes))
+        self.aux_sam = nn.Sequential(nn.GroupNorm(1, sam.prompt_encoder.embed_dim), nn.Conv2d(sam.prompt_encoder.embed_dim, classes, 1))
         part = heads.config.synergy_dim
         self.synergy = SynergyLoss(part, len(SEG_TASKS)) if part > 0 else None
         vision_cfg = llava.config.vision_config
@@ -176,11 +178,13 @@ class TrainableVitron(nn.Module):
         rows = torch.as_tensor(batch.label_scene)
         logits = self.llava.lm_head(hidden[rows, torch.as_tensor(batch.label_position)])
         per_token = F.cross_entropy(logits.float(), torch.as_tensor(batch.label_token), reduction="none")
-        # Every sample weighs the same whatever its reply length: a one-word answer counts as much as a caption.
+        # A sample of n reply tokens weighs sqrt(n): a plain token mean would leave one-word VQA answers almost no
+        # gradient next to 50-token invocations, and a per-sample mean starves the long replies' tokens (copying
+        # the referring phrase, box digits) so much that a first run never learned to copy.
         samples = torch.as_tensor(batch.label_sample)
         count = torch.zeros(len(batch.sample_tasks)).index_add_(0, samples, torch.ones_like(per_token))
-        total = torch.zeros(len(batch.sample_tasks)).index_add_(0, samples, per_token)
-        return (total / count.clamp(min=1))[count > 0].mean()
+        weight = count.clamp(min=1).rsqrt()[samples]
+        return (weight * per_token).sum() / weight.sum()
 
     def _aux_loss(self, logits: torch.Tensor, scenes: list[Scene], patch: int) -> torch.Tensor:
         labels = [patch_labels(s, patch) for s in scenes]
