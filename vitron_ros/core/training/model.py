@@ -86,8 +86,7 @@ class TrainableVitron(nn.Module):
         width = llava.config.text_config.hidden_size
         classes = (len(COLOURS) + 1) + (len(SHAPES) + 1)
         # Auxiliary per-patch colour/shape probes: bind colour to shape early in both image encoders.
-        # The probes read normalised features: a linear probe on raw features rewards ever larger norms, and
-        # projected image features far larger than token embeddings drown the request's words in the LM.
+        # The probes read normalised features: a linear probe on raw features rewards ever larger feature norms.
         self.aux_vision = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, classes))
         self.aux_sam = nn.Sequential(nn.GroupNorm(1, sam.prompt_encoder.embed_dim), nn.Conv2d(sam.prompt_encoder.embed_dim, classes, 1))
         part = heads.config.synergy_dim
