@@ -98,7 +98,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("VITRON_CACHE", Path.home() / ".cache" / "vitron_ros")).expanduser()
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
+def build_checked(cls: type, values: Any, where: str) -> Any:
     """Construct dataclass `cls` from a mapping, rejecting unknown keys by name."""
     if not isinstance(values, dict):
         raise VitronInputError(f"{where}: expected a mapping, got {type(values).__name__}")
@@ -130,27 +130,32 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
     if not isinstance(raw, dict):
         raise VitronInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
     raw = dict(raw)
-    llm = _build(LlmConfig, raw.pop("llm", None), f"{where}.llm")
-    seg = _build(SegmenterConfig, raw.pop("segmenter", None), f"{where}.segmenter")
-    tiny = _build(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
+    llm = build_checked(LlmConfig, raw.pop("llm", None), f"{where}.llm")
+    seg = build_checked(SegmenterConfig, raw.pop("segmenter", None), f"{where}.segmenter")
+    tiny = build_checked(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
     llm = dataclasses.replace(llm, model=_expand(llm.model))
     seg = dataclasses.replace(seg, checkpoint=_expand(seg.checkpoint))
     if llm.box_format not in BOX_FORMATS:
         raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
     if seg.arch not in SAM_ARCHS:
         raise VitronInputError(f"{where}.segmenter.arch: expected one of {SAM_ARCHS}, got {seg.arch!r}")
-    profile = _build(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, **raw}, where)
+    profile = build_checked(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, **raw}, where)
     return profile
+
+
+def read_yaml(path: Path, what: str) -> Any:
+    """Parse a YAML file; unreadable files and bad YAML become VitronInputError naming `what` and the path."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise VitronInputError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise VitronInputError(f"{what} {path} is not valid YAML: {exc}") from None
 
 
 def load_profiles(path: str | os.PathLike | None = None) -> dict[str, ProfileConfig]:
     path = Path(path) if path is not None else default_profiles_path()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise VitronInputError(f"cannot read profiles file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise VitronInputError(f"profiles file {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "profiles file")
     if not isinstance(raw, dict) or set(raw) != {"profiles"} or not isinstance(raw["profiles"], dict):
         raise VitronInputError(f"profiles file {path}: expected a single top-level key 'profiles' with a mapping")
     return {name: profile_from_dict(name, body) for name, body in raw["profiles"].items()}

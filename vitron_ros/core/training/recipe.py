@@ -6,9 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..config import _build
+from ..config import build_checked, read_yaml
 from ..errors import VitronInputError
 from ..shapes.instructions import TASKS
 from .model import MODULE_GROUPS
@@ -51,7 +49,7 @@ class TrainConfig:
 
 
 def stage_from_dict(raw: dict, where: str) -> StageConfig:
-    stage = _build(StageConfig, raw, where)
+    stage = build_checked(StageConfig, raw, where)
     if stage.name not in STAGE_NAMES:
         raise VitronInputError(f"{where}.name: expected one of {STAGE_NAMES}, got {stage.name!r}")
     for task in stage.tasks:
@@ -70,12 +68,7 @@ def stage_from_dict(raw: dict, where: str) -> StageConfig:
 
 def load_recipe(path: str | os.PathLike) -> TrainConfig:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise VitronInputError(f"cannot read training recipe {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise VitronInputError(f"training recipe {path} is not valid YAML: {exc}") from None
+    raw = read_yaml(path, "training recipe")
     if not isinstance(raw, dict):
         raise VitronInputError(f"training recipe {path}: expected a mapping")
     raw = dict(raw)
@@ -86,4 +79,4 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     order = [STAGE_NAMES.index(s.name) for s in parsed]
     if order != sorted(order) or len(set(order)) != len(order):
         raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")
-    return _build(TrainConfig, {**raw, "stages": parsed}, path.name)
+    return build_checked(TrainConfig, {**raw, "stages": parsed}, path.name)
