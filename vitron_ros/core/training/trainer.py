@@ -86,7 +86,18 @@ def save_state(state: dict, path: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         pass
     save_file(tensors, handle.name)
+    _readable_by_all(Path(handle.name))
     os.replace(handle.name, path)
+
+
+def _readable_by_all(path: Path) -> None:
+    """tempfile creates 0600 files and 0700 folders; checkpoints are shared (other users, a ROS node's account)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~umask)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            os.chmod(child, (0o755 if child.is_dir() else 0o644) & ~umask)
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:
@@ -106,6 +117,7 @@ def export_profile(model: TrainableVitron, processor, profile: ProfileConfig) ->
         model.llava.save_pretrained(staging)
         processor.save_pretrained(staging)
         save_heads(model.heads, staging)
+        _readable_by_all(staging)
         if llm_path.exists():
             shutil.rmtree(llm_path)
         os.replace(staging, llm_path)
