@@ -12,8 +12,8 @@ from vitron_ros.core.shapes.world import generate_scene
 
 from .conftest import REPO
 
-DEMO_SEED = 2_000_000_411  # assets/shapes_scene.png is generate_scene(DEMO_SEED): a held-out seed
-DEMO_REQUEST = "segment the blue square left of the red circle."
+DEMO_SEED = 2_000_000_489  # assets/shapes_scene.png is generate_scene(DEMO_SEED): a held-out seed
+DEMO_REQUEST = "segment the green triangle left of the yellow square."
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +37,12 @@ def test_demo_request_is_answered_with_the_right_mask(shapes_pipeline_shipped):
     scene = generate_scene(DEMO_SEED)
     result, _ = shapes_pipeline_shipped(scene.image, DEMO_REQUEST)
     assert not result.errors, result.errors
-    squares = sorted((o for o in scene.objects if o.name == "blue square"), key=lambda o: o.centre_xy[0])
-    circle = next(o for o in scene.objects if o.name == "red circle")
-    assert len(squares) == 2 and squares[0].centre_xy[0] < circle.centre_xy[0] < squares[1].centre_xy[0]
-    target = squares[0]  # two blue squares: only the relation picks this one
+    triangles = sorted((o for o in scene.objects if o.name == "green triangle"), key=lambda o: o.centre_xy[0])
+    square = next(o for o in scene.objects if o.name == "yellow square")
+    assert len(triangles) == 2 and triangles[0].centre_xy[0] < square.centre_xy[0] < triangles[1].centre_xy[0]
+    target = triangles[0]  # two green triangles: only the relation picks this one
     assert len(result.masks) == 1 and iou(result.masks[0].mask, target.mask) >= 0.75
+    assert result.invocations[0].instruction == "the green triangle left of the yellow square"
     answer, _ = shapes_pipeline_shipped(scene.image, "how many objects are there?")
     assert answer.answer.strip() == str(len(scene.objects))
 
