@@ -1,17 +1,11 @@
 """Training sees exactly what inference sees: packed multi-turn sequences vs the pipeline's single-turn prompt."""
 
 import numpy as np
-import pytest
 import torch
 
 from vitron_ros.core.shapes.instructions import make_sample
 from vitron_ros.core.shapes.world import generate_scene
 from vitron_ros.core.sketch import Sketch
-
-
-@pytest.fixture(scope="module")
-def shapes_parts(shapes_trainer):
-    return shapes_trainer
 
 
 def test_packed_turns_match_single_turn_inference(shapes_trainer, shapes_pipeline):

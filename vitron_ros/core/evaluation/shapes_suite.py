@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from ..invocation import parse_reply
+from ..masks import box_to_mask
 from ..shapes.instructions import (
     GROUNDED_REQUEST,
     VQA_TYPES,
@@ -73,8 +74,6 @@ def evaluate_shapes(pipeline, scenes: int = 200, seed_base: int = EVAL_SEED_BASE
             validity.add(_valid_invocation(pipeline, result.raw_reply, hw, "segmentation"))
             boxes = [inv.box_xyxy for inv in result.invocations if inv.box_xyxy is not None]
             if boxes:
-                from ..masks import box_to_mask
-
                 text_box.add(box_to_mask(boxes[0], *hw), target)
             else:
                 text_box.add(np.zeros(hw, bool), target)

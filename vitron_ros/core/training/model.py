@@ -35,26 +35,35 @@ class UserPrompt:
 
 
 def patch_labels(scene: Scene, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Colour and shape class of the object covering most of each patch (0 = background): (grid*grid,) each."""
+    """Colour and shape class of the object covering most of each patch (0 = background): (grid*grid,) each.
+
+    An object must cover a quarter of the patch to name it. Runs for every scene of every update, so it counts
+    pixels per (patch, object) with one bincount instead of a loop over patches.
+    """
     ids = scene.object_ids()
-    grid = ids.shape[0] // patch
+    grid, n = ids.shape[0] // patch, len(scene.objects)
     blocks = ids[: grid * patch, : grid * patch].reshape(grid, patch, grid, patch).transpose(0, 2, 1, 3).reshape(-1, patch * patch)
-    colour_ids = {c: i + 1 for i, c in enumerate(COLOURS)}
-    shape_ids = {s: i + 1 for i, s in enumerate(SHAPES)}
-    colours = np.zeros(len(blocks), np.int64)
-    shapes = np.zeros(len(blocks), np.int64)
-    for k, block in enumerate(blocks):
-        values, counts = np.unique(block[block >= 0], return_counts=True)
-        if len(values) and counts.max() >= 0.25 * patch * patch:
-            spec = scene.objects[int(values[counts.argmax()])].spec
-            colours[k], shapes[k] = colour_ids[spec.colour], shape_ids[spec.shape]
-    return colours, shapes
+    # counts[k, j]: pixels of object j - 1 in patch k (column 0: background)
+    counts = np.bincount((np.arange(len(blocks))[:, None] * (n + 1) + blocks + 1).ravel(), minlength=len(blocks) * (n + 1))
+    counts = counts.reshape(len(blocks), n + 1)[:, 1:]
+    covered = (counts.max(axis=1) >= 0.25 * patch * patch) if n else np.zeros(len(blocks), bool)
+    owner = counts.argmax(axis=1) if n else np.zeros(len(blocks), np.int64)
+    colour_of = np.array([list(COLOURS).index(o.spec.colour) + 1 for o in scene.objects] or [0], np.int64)
+    shape_of = np.array([SHAPES.index(o.spec.shape) + 1 for o in scene.objects] or [0], np.int64)
+    return np.where(covered, colour_of[owner], 0), np.where(covered, shape_of[owner], 0)
 
 
-def dice_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    probs = logits.sigmoid().flatten(1)
-    targets = targets.flatten(1)
-    return (1 - (2 * (probs * targets).sum(1) + 1) / (probs.sum(1) + targets.sum(1) + 1)).mean()
+def dice_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Soft Dice loss of each (..., H, W) mask -> (...)."""
+    probs, targets = logits.sigmoid().flatten(-2), targets.flatten(-2)
+    return 1 - (2 * (probs * targets).sum(-1) + 1) / (probs.sum(-1) + targets.sum(-1) + 1)
+
+
+def iou_per_mask(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU of each thresholded (..., H, W) mask with its target -> (...); no gradient (a measurement)."""
+    with torch.no_grad():
+        pred, truth = (logits > 0).flatten(-2), (targets > 0).flatten(-2)
+        return ((pred & truth).sum(-1) / (pred | truth).sum(-1).clamp(min=1)).float()
 
 
 def decode_masks(sam, image_embeddings, sparse, dense):
@@ -240,46 +249,38 @@ class TrainableVitron(nn.Module):
                 sparse, dense = prompt_encoder(points=(coords, labels), boxes=None, masks=None)
             groups.append(("prompt", [p.scene for p in picked], [p.object_index for p in picked], sparse, dense))
 
+        # Per prompt family ("signal" / "prompt"): summed mask loss and IoU, and how many masks they cover.
+        mask_sum: dict[str, torch.Tensor] = {}
+        iou_sum: dict[str, torch.Tensor] = {}
+        count: dict[str, int] = {}
+        quality_sum = 0
         for name, scene_ids, object_ids, sparse, dense in groups:
             all_logits, all_quality = decode_masks(self.sam, sam_features[scene_ids], sparse, dense)
             logits, quality = all_logits[:, 0], all_quality[:, 0]  # single-mask output: what the profile serves
             target = torch.as_tensor(np.stack([scenes[s].objects[o].mask for s, o in zip(scene_ids, object_ids)])).float()
-            loss = F.binary_cross_entropy_with_logits(logits, target) + dice_loss(logits, target)
+            loss = F.binary_cross_entropy_with_logits(logits, target) + dice_per_mask(logits, target).mean()
             if name == "prompt":
                 loss = loss + self._multimask_loss(all_logits[:, 1:], all_quality[:, 1:], target)
-            with torch.no_grad():
-                pred = logits > 0
-                inter = (pred & (target > 0)).flatten(1).sum(1).float()
-                union = (pred | (target > 0)).flatten(1).sum(1).float()
-                measured = inter / union.clamp(min=1)
-            out[f"mask_{name}"] = out.get(f"mask_{name}", 0) + loss * len(scene_ids)
-            out[f"iou_{name}"] = out.get(f"iou_{name}", 0) + measured.sum()
-            out[f"count_{name}"] = out.get(f"count_{name}", 0) + len(scene_ids)
-            out["quality"] = out.get("quality", 0) + F.mse_loss(quality, measured, reduction="sum")
-        total = sum(v for k, v in out.items() if k.startswith("count_"))
-        for name in ("signal", "prompt"):
-            if f"count_{name}" in out:
-                n = out.pop(f"count_{name}")
-                out[f"mask_{name}"] = out[f"mask_{name}"] / n
-                out[f"iou_{name}"] = out[f"iou_{name}"] / n
-        if total:
-            out["quality"] = out["quality"] / total
+            measured = iou_per_mask(logits, target)
+            mask_sum[name] = mask_sum.get(name, 0) + loss * len(scene_ids)
+            iou_sum[name] = iou_sum.get(name, 0) + measured.sum()
+            count[name] = count.get(name, 0) + len(scene_ids)
+            quality_sum = quality_sum + F.mse_loss(quality, measured, reduction="sum")
+        for name, n in count.items():
+            out[f"mask_{name}"] = mask_sum[name] / n
+            out[f"iou_{name}"] = iou_sum[name] / n
+        if count:
+            out["quality"] = quality_sum / sum(count.values())
         return out
 
     @staticmethod
     def _multimask_loss(logits: torch.Tensor, quality: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """SAM's ambiguity-aware loss for the three multimask tokens ("everything" mode uses them): the best of
         the three takes the mask loss, and each one's quality score learns its own IoU."""
-        n, k = logits.shape[:2]
         expanded = target[:, None].expand_as(logits)
         bce = F.binary_cross_entropy_with_logits(logits, expanded, reduction="none").flatten(2).mean(-1)
-        probs = logits.sigmoid().flatten(2)
-        flat = expanded.flatten(2)
-        dice = 1 - (2 * (probs * flat).sum(-1) + 1) / (probs.sum(-1) + flat.sum(-1) + 1)
-        with torch.no_grad():
-            pred = logits > 0
-            measured = (pred & (expanded > 0)).flatten(2).sum(-1) / (pred | (expanded > 0)).flatten(2).sum(-1).clamp(min=1)
-        return (bce + dice).min(dim=1).values.mean() + F.mse_loss(quality, measured.float())
+        loss = bce + dice_per_mask(logits, expanded)
+        return loss.min(dim=1).values.mean() + F.mse_loss(quality, iou_per_mask(logits, expanded))
 
 
 def _jitter_box(box_xyxy, rng: np.random.Generator, side: int) -> np.ndarray:

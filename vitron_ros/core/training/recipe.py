@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import build_checked, read_yaml
@@ -39,7 +39,6 @@ class TrainConfig:
     checkpoint_every: int = 100  # updates between resumable checkpoints
     log_every: int = 20
     threads: int = 0  # torch CPU threads; 0 = torch's default
-    extra: dict = field(default_factory=dict)
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:

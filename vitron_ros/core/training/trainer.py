@@ -230,13 +230,12 @@ class Trainer:
         folder = self.stage_dir(stage.name)
         folder.mkdir(parents=True, exist_ok=True)
         start = 0
-        optimiser = self._optimiser(stage)
         latest = folder / "latest.json"
         log_path = folder / "log.jsonl"
         if resume and latest.is_file():
             meta = json.loads(latest.read_text())
             load_state(self.model, folder / "latest.safetensors")
-            optimiser = self._optimiser(stage)
+            optimiser = self._optimiser(stage)  # built on the restored weights, then given their Adam moments
             optimiser.load_state_dict(torch.load(folder / "latest_optim.pt", weights_only=True))
             start = int(meta["step"])
             self._say(f"stage {stage.name}: resuming at update {start}/{stage.steps}")
