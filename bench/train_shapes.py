@@ -1,6 +1,6 @@
 """The full `shapes` training run, its held-out evaluation, and the synergy ablation, with the figures printed.
 
-    .venv/bin/python bench/train_shapes.py                      # train all five stages from scratch (~50 min, 2 cores)
+    .venv/bin/python bench/train_shapes.py                      # train all five stages from scratch (43 min measured, 2 cores)
     .venv/bin/python bench/train_shapes.py --skip-train         # evaluate an existing run's work dir
     .venv/bin/python bench/train_shapes.py --export             # also write the result over models/shapes
 
@@ -84,7 +84,8 @@ def main() -> int:
         ablation_dir = scratch / "work-ablation"
         ablation_dir.mkdir(parents=True)
         shutil.copytree(work_dir / "init", ablation_dir / "init")
-        previous = [s.name for s in recipe.stages][[s.name for s in recipe.stages].index("synergy") - 1]
+        names = [s.name for s in recipe.stages]
+        previous = names[names.index("synergy") - 1]
         shutil.copytree(work_dir / previous, ablation_dir / previous)
         ablation_recipe = dataclasses.replace(recipe, stages=tuple(plain if s.name == "synergy" else s for s in recipe.stages))
         ablation = Trainer(ablation_recipe, ablation_dir, profile=relocated(profile, scratch / "no-synergy"))

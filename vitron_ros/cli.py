@@ -95,7 +95,9 @@ def _legible(image, masks, min_side: int = 256):
     factor = max(1, -(-min_side // max(image.shape[:2])))
     if factor == 1:
         return image, masks
-    enlarge = lambda a: np.repeat(np.repeat(a, factor, axis=0), factor, axis=1)  # noqa: E731
+    def enlarge(array):
+        return np.repeat(np.repeat(array, factor, axis=0), factor, axis=1)
+
     return enlarge(image), [enlarge(m) for m in masks]
 
 
