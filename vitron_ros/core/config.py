@@ -46,6 +46,7 @@ class TinyBuildConfig:
     seed: int = 0  # random weights are seeded so the tiny profile is reproducible
     tokenizer_corpus: str = "generic"  # text the byte-level BPE is trained on: "generic" or "shapes" (ShapesWorld)
     synergy_dim: int = 0  # width of each of the signal projector's task-invariant / task-specific parts (0: none)
+    sam2_image_size: int = 128  # SAM 2 tracker input side; its memory attends over a (side / 16)^2 grid
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,23 @@ class SegmenterConfig:
 
 
 @dataclass(frozen=True)
+class TrackerConfig:
+    """SAM 2 video tracker on a live stream, with a bounded memory."""
+
+    model: str  # local folder of a transformers Sam2Video checkpoint, or a hub id (facebook/sam2.1-hiera-tiny)
+    revision: str | None = None  # hub revision to pin, when `model` is a hub id
+    dtype: str = "float16"  # used on CUDA; CPU always runs float32
+    # SAM 2 reads the last num_maskmem - 1 (6) frame memories and up to 15 object pointers; outputs older than this
+    # window are dropped, so memory stays flat however long the stream runs. Must cover what the model reads.
+    memory_window: int = 16
+    max_conditioning_frames: int = 3  # prompted frames kept per object: the first and the most recent re-acquisitions
+    presence_threshold: float = 0.0  # object-score logit above which the object counts as visible in a frame
+    lost_after: int = 15  # frames an object may stay unseen (occluded) before it counts as lost
+    reacquire_interval: int = 10  # frames between attempts to re-ground a lost object's original request
+    min_mask_area: int = 1  # a visible object needs at least this many mask pixels
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     name: str
     llm: LlmConfig
@@ -78,6 +96,7 @@ class ProfileConfig:
     description: str = ""
     build_if_missing: bool = False  # build random tiny weights on first use (tiny profile only)
     tiny: TinyBuildConfig = field(default_factory=TinyBuildConfig)
+    tracker: TrackerConfig | None = None  # video tracking; None: this profile answers about still images only
 
 
 def default_profiles_path() -> Path:
@@ -133,13 +152,19 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
     llm = build_checked(LlmConfig, raw.pop("llm", None), f"{where}.llm")
     seg = build_checked(SegmenterConfig, raw.pop("segmenter", None), f"{where}.segmenter")
     tiny = build_checked(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
+    tracker = raw.pop("tracker", None)
+    if tracker is not None:
+        tracker = build_checked(TrackerConfig, tracker, f"{where}.tracker")
+        tracker = dataclasses.replace(tracker, model=_expand(tracker.model))
+        if tracker.memory_window < 1 or tracker.max_conditioning_frames < 1:
+            raise VitronInputError(f"{where}.tracker: memory_window and max_conditioning_frames must be at least 1")
     llm = dataclasses.replace(llm, model=_expand(llm.model))
     seg = dataclasses.replace(seg, checkpoint=_expand(seg.checkpoint))
     if llm.box_format not in BOX_FORMATS:
         raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
     if seg.arch not in SAM_ARCHS:
         raise VitronInputError(f"{where}.segmenter.arch: expected one of {SAM_ARCHS}, got {seg.arch!r}")
-    profile = build_checked(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, **raw}, where)
+    profile = build_checked(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, "tracker": tracker, **raw}, where)
     return profile
 
 

@@ -39,7 +39,7 @@ def download_file(url: str, destination: str | os.PathLike, progress: bool = Tru
 
 
 def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
-    """Download the LLM (hub snapshot) and SAM checkpoint a profile names, skipping what is already here."""
+    """Download the LLM and SAM 2 (hub snapshots) and the SAM checkpoint a profile names, skipping what is here."""
     from .model.tiny import build_tiny_assets
 
     if profile.build_if_missing:
@@ -53,12 +53,17 @@ def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
         download_file(seg.url, seg.checkpoint, progress)
     else:
         raise VitronInputError(f"profile {profile.name!r}: {seg.checkpoint} is missing and no url is configured")
-    model = profile.llm.model
+    _fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
+    if profile.tracker is not None:
+        _fetch_hub_model("SAM 2 tracker", profile.tracker.model, profile.tracker.revision)
+
+
+def _fetch_hub_model(what: str, model: str, revision: str | None) -> None:
     if Path(os.path.expanduser(model)).is_dir():
-        print(f"LLM folder present: {model}")
+        print(f"{what} folder present: {model}")
         return
     from huggingface_hub import snapshot_download
 
-    print(f"downloading {model} from the Hugging Face hub")
-    path = snapshot_download(model, revision=profile.llm.revision)  # hub's own progress bars
-    print(f"LLM ready: {path}")
+    print(f"downloading {what} {model} from the Hugging Face hub")
+    path = snapshot_download(model, revision=revision)  # hub's own progress bars
+    print(f"{what} ready: {path}")

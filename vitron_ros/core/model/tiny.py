@@ -169,3 +169,7 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
             os.replace(staging, llm_path)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+    if profile.tracker is not None and not (Path(profile.tracker.model) / "config.json").is_file():
+        from .sam2_loader import build_tiny_sam2
+
+        build_tiny_sam2(Path(profile.tracker.model), cfg.sam2_image_size, cfg.seed + 2, progress)

@@ -28,6 +28,12 @@ class ImageEncoding:
     features: object  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
     grid: int
     letterbox: Letterbox
+    frames: int = 1  # a clip's encoding: grid * grid time-pooled patches followed by one token per frame
+
+    @property
+    def spatial(self):
+        """The grid * grid patch features (time-pooled for a clip): what regions are pooled from."""
+        return self.features[: self.grid * self.grid]
 
 
 @dataclass
@@ -40,19 +46,19 @@ class PromptInputs:
         return len(self.ids)
 
 
-def resolve_model_path(model: str, revision: str | None, fetch_hint: str) -> Path:
+def resolve_model_path(model: str, revision: str | None, fetch_hint: str, what: str = "LLM checkpoint") -> Path:
     """A local folder as is; a hub id through the local Hugging Face cache only (robots run offline)."""
     path = Path(os.path.expanduser(model))
     if path.is_dir():
         return path
     if path.is_absolute() or model.startswith((".", "~")) or model.count("/") != 1:
-        raise CheckpointNotFoundError(f"LLM checkpoint folder not found: {model}; {fetch_hint}")
+        raise CheckpointNotFoundError(f"{what} folder not found: {model}; {fetch_hint}")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(model, revision=revision, local_files_only=True))
     except Exception:
-        raise CheckpointNotFoundError(f"LLM checkpoint {model!r} is not in the local cache; {fetch_hint}") from None
+        raise CheckpointNotFoundError(f"{what} {model!r} is not in the local cache; {fetch_hint}") from None
 
 
 class VitronLLM:
@@ -103,12 +109,27 @@ class VitronLLM:
 
     def encode_image(self, image: np.ndarray) -> ImageEncoding:
         """(H, W, 3) uint8 RGB -> projected patch features of the letterboxed square."""
+        features, grid, letterbox = self._patch_features([image])
+        return ImageEncoding(features=features[0], grid=grid, letterbox=letterbox)
+
+    def encode_video(self, frames: list[np.ndarray]) -> ImageEncoding:
+        """T frames of one size -> frame features pooled over time, as Video-ChatGPT pools them.
+
+        Tokens: the grid * grid patch features averaged over the T frames (what is where), then one token per frame,
+        its patches averaged (what changes when). The LLM reads them where a still image's patches would go.
+        """
+        features, grid, letterbox = self._patch_features(frames)  # (T, N, D)
+        pooled = self._torch.cat([features.mean(dim=0), features.mean(dim=1)])
+        return ImageEncoding(features=pooled, grid=grid, letterbox=letterbox, frames=len(frames))
+
+    def _patch_features(self, images: list[np.ndarray]):
+        """Letterboxed images through the vision tower and projector in one batch -> ((T, N, D), grid, letterbox)."""
         torch = self._torch
-        letterbox = Letterbox(*image.shape[:2])
+        letterbox = Letterbox(*images[0].shape[:2])
         image_processor = self.processor.image_processor
         fill = [int(round(255 * m)) for m in image_processor.image_mean]  # LLaVA-1.5 pads with the mean colour
-        square = letterbox.pad_image(image, fill)
-        pixel_values = image_processor(images=square, return_tensors="pt")["pixel_values"]
+        squares = [letterbox.pad_image(image, fill) for image in images]
+        pixel_values = image_processor(images=squares, return_tensors="pt")["pixel_values"]
         cfg = self.model.config
         with torch.inference_mode():
             output = self.model.get_image_features(
@@ -116,11 +137,11 @@ class VitronLLM:
                 vision_feature_layer=cfg.vision_feature_layer,
                 vision_feature_select_strategy=cfg.vision_feature_select_strategy,
             )
-        features = output.pooler_output[0]
-        grid = math.isqrt(features.shape[0])
-        if grid * grid != features.shape[0]:
-            raise CheckpointLoadError(f"vision tower gives {features.shape[0]} tokens, not a square patch grid")
-        return ImageEncoding(features=features, grid=grid, letterbox=letterbox)
+        features = torch.stack(list(output.pooler_output))
+        grid = math.isqrt(features.shape[1])
+        if grid * grid != features.shape[1]:
+            raise CheckpointLoadError(f"vision tower gives {features.shape[1]} tokens, not a square patch grid")
+        return features, grid, letterbox
 
     def sketch_embeddings(self, encoding: ImageEncoding, regions: list[Region]):
         """One (D,) embedding per region: features pooled inside its mask plus its box location."""
@@ -134,7 +155,7 @@ class VitronLLM:
                 box = encoding.letterbox.box_to_normalized(region.box_xyxy)
                 rows.append(
                     self.heads.sketch_encoder(
-                        encoding.features,
+                        encoding.spatial,
                         torch.as_tensor(weights, device=self.device),
                         torch.as_tensor(box, dtype=torch.float32, device=self.device),
                     )
