@@ -1,0 +1,168 @@
+"""The live-stream tracker: object lifecycle, state machine, bounded memory and bad inputs.
+
+Uses the tiny profile's random-weight SAM 2, loaded through the published-checkpoint path. Random weights give
+object-score logits near 0 on tracked frames, while a mask prompt's frame gets exactly +10 (SAM 2 copies a mask
+prompt with logit 20 * 1 - 10): with presence_threshold 5 a prompted frame is visible and every other frame is
+not, which drives the state machine deterministically.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vitron_ros.core.errors import VitronInputError
+from vitron_ros.core.tracking.state import ObjectPrompt, ObjectStatus
+from vitron_ros.core.tracking.stream_tracker import StreamTracker
+
+H, W = 48, 80
+
+
+@pytest.fixture(scope="module")
+def sam2(tiny_profile):
+    from vitron_ros.core.model.sam2_loader import load_sam2_video
+
+    return load_sam2_video(tiny_profile.tracker.model)
+
+
+def _tracker(sam2, tiny_profile, grounder=None, **config) -> StreamTracker:
+    model, processor = sam2
+    cfg = dataclasses.replace(tiny_profile.tracker, **config)
+    return StreamTracker(model, processor, cfg, grounder=grounder)
+
+
+def _frames(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for t in range(n):
+        image = np.full((H, W, 3), 90, np.uint8)
+        x = 10 + 2 * t % 40
+        image[10:30, x : x + 16] = (220, 40, 40)
+        frames.append(np.clip(image + rng.integers(0, 8, image.shape), 0, 255).astype(np.uint8))
+    return frames
+
+
+def _square_mask() -> np.ndarray:
+    mask = np.zeros((H, W), bool)
+    mask[10:30, 10:26] = True
+    return mask
+
+
+def test_state_machine_tracks_occludes_loses_and_reacquires_from_the_request(sam2, tiny_profile):
+    calls = []
+
+    def grounder(image, request):
+        calls.append(request)
+        return _square_mask(), 0.9
+
+    tracker = _tracker(sam2, tiny_profile, grounder, presence_threshold=5.0, lost_after=3, reacquire_interval=4)
+    object_id = tracker.add_object(ObjectPrompt(request="the red box"))
+    states = [tracker.step(frame).by_id(object_id) for frame in _frames(12)]
+    statuses = [s.status for s in states]
+    T, O, L = ObjectStatus.TRACKED, ObjectStatus.OCCLUDED, ObjectStatus.LOST
+    # frame 0: grounded and prompted; 1-3 unseen, within lost_after (occluded); 4 lost. Frame 5 is the first
+    # frame that starts lost, 5 frames after the last grounding (>= interval 4): re-grounded, tracked again.
+    assert statuses == [T, O, O, O, L, T, O, O, O, L, T, O]
+    assert len(calls) == 3 and [i for i, s in enumerate(states) if s.prompted] == [0, 5, 10]
+    assert states[5].frames_unseen == 0 and states[4].frames_unseen == 4
+    # the prompt mask comes back through SAM 2's square resampling: the same box, a few edge pixels apart
+    assert (states[0].mask & _square_mask()).sum() / (states[0].mask | _square_mask()).sum() > 0.95
+    assert states[0].box_xyxy == (10.0, 10.0, 26.0, 30.0)
+    assert states[2].frames_unseen == 2 and not states[2].mask.any() and states[2].box_xyxy is None
+    assert all(s.label == "the red box" for s in states)
+
+
+def test_lost_object_whose_request_is_not_found_stays_lost_and_says_so(sam2, tiny_profile):
+    answers = iter([(_square_mask(), 0.9)] + [None] * 10)
+    tracker = _tracker(sam2, tiny_profile, lambda image, request: next(answers), presence_threshold=5.0,
+                       lost_after=1, reacquire_interval=2)
+    object_id = tracker.add_object(ObjectPrompt(request="the red box"))
+    results = [tracker.step(frame) for frame in _frames(6)]
+    assert results[2].by_id(object_id).status is ObjectStatus.LOST
+    assert any("not found in frame" in e for r in results for e in r.errors)
+    assert results[-1].by_id(object_id).status is ObjectStatus.LOST
+
+
+def test_grounder_failure_is_reported_and_the_stream_goes_on(sam2, tiny_profile):
+    def broken(image, request):
+        raise RuntimeError("LLM unavailable")
+
+    tracker = _tracker(sam2, tiny_profile, broken)
+    request_id = tracker.add_object(ObjectPrompt(request="the red box"))
+    box_id = tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 26, 30)))
+    tracks = tracker.step(_frames(1)[0])
+    assert tracks.by_id(request_id).status is ObjectStatus.LOST
+    assert tracks.by_id(box_id).prompted and tracks.by_id(box_id).label == "box"
+    assert any("LLM unavailable" in e for e in tracks.errors)
+
+
+def test_objects_join_and_leave_a_running_stream_with_stable_ids(sam2, tiny_profile):
+    tracker = _tracker(sam2, tiny_profile)
+    frames = _frames(8)
+    first = tracker.add_object(ObjectPrompt(mask=_square_mask()))
+    tracker.step(frames[0])
+    second = tracker.add_object(ObjectPrompt(points_xy=np.array([[18.0, 20.0]]), point_labels=np.array([1])))
+    both = tracker.step(frames[1])
+    assert [s.object_id for s in both.objects] == [first, second] and both.by_id(second).prompted
+    tracker.remove_object(first)
+    after = tracker.step(frames[2])
+    assert [s.object_id for s in after.objects] == [second]
+    third = tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 26, 30)))
+    assert third not in (first, second)  # ids are never reused
+    named = tracker.add_object(ObjectPrompt(mask=_square_mask()), object_id="mug")
+    last = tracker.step(frames[3])
+    assert [s.object_id for s in last.objects] == [second, third, named] and last.frame_index == 3
+
+
+def test_memory_stays_bounded_however_long_the_stream(sam2, tiny_profile):
+    tracker = _tracker(sam2, tiny_profile, memory_window=4, max_conditioning_frames=2)
+    assert tracker.memory_window == max(4, sam2[0].config.num_maskmem, sam2[0].config.max_object_pointers_in_encoder)
+    object_id = tracker.add_object(ObjectPrompt(mask=_square_mask()))
+    frames = _frames(60)
+    for t, frame in enumerate(frames):
+        if t in (20, 35, 50):  # re-prompting adds conditioning frames; only the first and the newest stay
+            tracker.state.objects[object_id].pending = ObjectPrompt(mask=_square_mask())
+        tracker.step(frame)
+    session = tracker.state.objects[object_id].session
+    outputs = session.output_dict_per_obj[0]
+    assert len(session.processed_frames) == 1
+    assert len(outputs["non_cond_frame_outputs"]) <= tracker.memory_window
+    assert sorted(outputs["cond_frame_outputs"]) == [0, 50]
+    assert len(session.frames_tracked_per_obj[0]) <= tracker.memory_window
+    assert all(len(inputs) == 0 for inputs in session.mask_inputs_per_obj.values())
+
+
+def test_bad_inputs_give_clear_errors_and_the_stream_survives(sam2, tiny_profile):
+    tracker = _tracker(sam2, tiny_profile)  # no grounder
+    frames = _frames(3)
+    with pytest.raises(VitronInputError, match="no grounder"):
+        tracker.add_object(ObjectPrompt(request="the red box"))
+    object_id = tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 26, 30)))
+    tracker.step(frames[0])
+    with pytest.raises(VitronInputError, match=r"unknown object id 'nope'; tracked ids: obj1"):
+        tracker.remove_object("nope")
+    with pytest.raises(VitronInputError, match="frame is 40x30 but this stream's frames are 80x48"):
+        tracker.step(np.zeros((30, 40, 3), np.uint8))
+    with pytest.raises(VitronInputError, match="lies outside the 80x48 image"):
+        tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 200, 30)))
+    with pytest.raises(VitronInputError, match="mask prompt is 10x10, frames are 80x48"):
+        tracker.add_object(ObjectPrompt(mask=np.ones((10, 10), bool)))
+    with pytest.raises(VitronInputError, match="empty prompt"):
+        tracker.add_object(ObjectPrompt())
+    with pytest.raises(VitronInputError, match="already tracked"):
+        tracker.add_object(ObjectPrompt(box_xyxy=(1, 1, 5, 5)), object_id=object_id)
+    with pytest.raises(VitronInputError, match="frame must be uint8"):
+        tracker.step(frames[1].astype(np.float32))
+    # None of that touched the stream: the next good frame is frame 1, with the same object.
+    tracks = tracker.step(frames[1])
+    assert tracks.frame_index == 1 and [s.object_id for s in tracks.objects] == [object_id]
+
+
+def test_empty_request_is_refused_even_with_a_grounder(sam2, tiny_profile):
+    tracker = _tracker(sam2, tiny_profile, lambda image, request: None)
+    with pytest.raises(VitronInputError, match="request to track is empty"):
+        tracker.add_object(ObjectPrompt(request="   "))
+    with pytest.raises(VitronInputError, match="not both"):
+        tracker.add_object(ObjectPrompt(request="the mug", box_xyxy=(1, 1, 5, 5)))
+    with pytest.raises(VitronInputError, match="point labels must be 1"):
+        tracker.add_object(ObjectPrompt(points_xy=np.array([[1.0, 1.0]]), point_labels=np.array([2])))

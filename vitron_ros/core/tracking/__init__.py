@@ -1,0 +1,1 @@
+"""Tracking on live streams: SAM 2 with a bounded memory, per-object state, re-acquisition."""
