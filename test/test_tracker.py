@@ -166,3 +166,12 @@ def test_empty_request_is_refused_even_with_a_grounder(sam2, tiny_profile):
         tracker.add_object(ObjectPrompt(request="the mug", box_xyxy=(1, 1, 5, 5)))
     with pytest.raises(VitronInputError, match="point labels must be 1"):
         tracker.add_object(ObjectPrompt(points_xy=np.array([[1.0, 1.0]]), point_labels=np.array([2])))
+
+
+def test_a_prompt_that_does_not_fit_the_first_frame_is_dropped_with_a_reason(sam2, tiny_profile):
+    tracker = _tracker(sam2, tiny_profile)
+    far = tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 500, 30)))  # no frame yet: the size is unknown
+    near = tracker.add_object(ObjectPrompt(box_xyxy=(10, 10, 26, 30)))
+    tracks = tracker.step(_frames(1)[0])
+    assert [s.object_id for s in tracks.objects] == [near] and tracker.object_ids == [near]
+    assert tracks.errors == [f"{far} removed: box (10, 10, 500, 30) lies outside the 80x48 image"]

@@ -178,8 +178,9 @@ class StreamTracker:
         started = time.perf_counter()
         image = check_image(image, "frame")
         hw = tuple(image.shape[:2])
+        start_errors = []
         if self.state.image_hw is None:
-            self._start_stream(hw)
+            start_errors = self._start_stream(hw)
         elif hw != self.state.image_hw:
             expected = self.state.image_hw
             raise VitronInputError(
@@ -188,7 +189,7 @@ class StreamTracker:
             )
         frame_index = self.state.frames_seen
         self.state.frames_seen += 1
-        tracks = FrameTracks(frame_index=frame_index, image_hw=hw)
+        tracks = FrameTracks(frame_index=frame_index, image_hw=hw, errors=start_errors)
         pixel_values = None
         for obj in list(self.state.objects.values()):
             prompted = self._apply_prompts(obj, image, frame_index, tracks.errors)
@@ -197,11 +198,17 @@ class StreamTracker:
                 continue
             if pixel_values is None:
                 pixel_values = self.processor(images=image, return_tensors="pt").pixel_values[0]
-            with torch.inference_mode():
-                output = self.model(inference_session=obj.session, frame=pixel_values, frame_idx=frame_index)
-                masks = self.processor.post_process_masks(
-                    [output.pred_masks], original_sizes=[list(hw)], binarize=True
-                )[0]
+            try:
+                with torch.inference_mode():
+                    output = self.model(inference_session=obj.session, frame=pixel_values, frame_idx=frame_index)
+                    masks = self.processor.post_process_masks(
+                        [output.pred_masks], original_sizes=[list(hw)], binarize=True
+                    )[0]
+            except Exception as error:  # noqa: BLE001 - one object's failure must not stop the others
+                tracks.errors.append(f"{obj.object_id}: SAM 2 failed on frame {frame_index}: "
+                                     f"{type(error).__name__}: {error}")
+                tracks.objects.append(self._judge(obj, np.zeros(hw, bool), -math.inf, prompted))
+                continue
             mask = masks[0, 0].cpu().numpy().astype(bool)
             logit = float(output.object_score_logits.reshape(-1)[0])
             tracks.objects.append(self._judge(obj, mask, logit, prompted))
@@ -209,23 +216,29 @@ class StreamTracker:
         tracks.seconds = time.perf_counter() - started
         return tracks
 
-    def _start_stream(self, hw: tuple[int, int]) -> None:
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceCache
+    def _start_stream(self, hw: tuple[int, int]) -> list[str]:
+        """Fix the stream's frame size; objects added before it whose coordinates do not fit are dropped."""
+        from transformers.models.sam2_video.modeling_sam2_video import (
+            Sam2VideoInferenceCache,
+        )
 
-        # Prompts added before the first frame were checked without a size; check their coordinates now.
-        for obj in self.state.objects.values():
-            if obj.pending is not None and obj.pending.request is None:
-                self.state.image_hw = hw
-                try:
-                    self.check_prompt(obj.pending)
-                finally:
-                    self.state.image_hw = None
         self.state.image_hw = hw
         self.state.feature_cache = Sam2VideoInferenceCache(inference_device=self.device,
                                                            inference_state_device=self.device)
+        errors = []
+        for obj in list(self.state.objects.values()):  # their geometry was checked without a size
+            if obj.pending is not None and obj.pending.request is None:
+                try:
+                    self.check_prompt(obj.pending)
+                except VitronInputError as error:
+                    del self.state.objects[obj.object_id]
+                    errors.append(f"{obj.object_id} removed: {error}")
+        return errors
 
     def _new_session(self):
-        from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+        from transformers.models.sam2_video.modeling_sam2_video import (
+            Sam2VideoInferenceSession,
+        )
 
         height, width = self.state.image_hw
         session = Sam2VideoInferenceSession(video_height=height, video_width=width, inference_device=self.device,
