@@ -13,7 +13,8 @@ SYSTEM_PROMPT = (
     "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
     "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
     "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
-    "</Region>, with box coordinates between 0 and 1. Modules: segmenter (tasks: segmentation, everything). "
+    "</Region>, with box coordinates between 0 and 1. Modules: segmenter (tasks: segmentation, everything), "
+    "tracker (tasks: tracking, for following an object through the video). "
     "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
 )
 

@@ -25,11 +25,13 @@ from .results import (
     SOURCE_TEXT_BOX,
     SOURCE_USER_PROMPT,
     GroundedMask,
+    MaskTrack,
     VitronResult,
 )
 from .sketch import Sketch
 from .specialists import SPECIALIST_FACTORIES, Frame, Specialist, SpecialistCall
 from .timing import StageTimer
+from .video import ClipSampling, check_clip
 
 
 def check_device(device: str) -> str:
@@ -87,6 +89,7 @@ class VitronPipeline:
             build_tiny_assets(profile, progress=progress)
         hint = f"run `vitron models fetch --profile {profile.name}`"
         specialists = {name: factory(profile, device) for name, factory in SPECIALIST_FACTORIES.items()}
+        specialists = {name: s for name, s in specialists.items() if s is not None}
         llm = VitronLLM.from_pretrained(profile.llm, device=device, fetch_hint=hint)
         return cls(llm, specialists, profile.name)
 
@@ -127,6 +130,38 @@ class VitronPipeline:
             reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
         return self._finish(query, reply, reply_ids), query.conversation
 
+    def ask_clip(
+        self,
+        frames: Sequence[np.ndarray],
+        request: str,
+        sampling: ClipSampling | None = None,
+        conversation: Conversation | None = None,
+        progress=None,
+    ) -> tuple[VitronResult, Conversation]:
+        """Answer `request` about a clip: frames (each (H, W, 3) uint8 RGB, oldest first).
+
+        The sampled frames go through the video encoder (frame features pooled over time) into the LLM. Masks and
+        boxes refer to the first frame (the key frame); with a tracker loaded, every grounded mask is followed
+        through all frames, giving `result.tracks` (video referring segmentation).
+        """
+        sampling = sampling or ClipSampling()
+        frames = check_clip(frames, sampling)
+        sampled = [frames[i] for i in sampling.indices(len(frames))]
+        query = self._begin(frames[0], request, (), conversation, progress, video=sampled)
+        query.frame.clip = tuple(frames)
+        with query.timer.stage("llm_generate"):
+            on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
+            reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
+        result = self._finish(query, reply, reply_ids)
+        result.clip_frames = len(frames)
+        return result, query.conversation
+
+    def ground_request(self, image: np.ndarray, request: str) -> tuple[np.ndarray, float] | None:
+        """(mask, score) of the object `request` names in `image`, or None: how a tracker re-finds a lost object."""
+        result, _ = self(image, request)
+        masks = [m for m in result.masks if m.invocation_index is not None and m.mask.any()]
+        return (masks[0].mask, masks[0].score) if masks else None
+
     def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
         """Ground a given reply (teacher forcing) instead of generating one: same prompt, parser and specialists.
 
@@ -135,7 +170,7 @@ class VitronPipeline:
         query = self._begin(image, request, sketches, None)
         return self._finish(query, reply, self.llm.encode_reply(reply))
 
-    def _begin(self, image, request, sketches, conversation: Conversation | None, progress=None) -> _Query:
+    def _begin(self, image, request, sketches, conversation: Conversation | None, progress=None, video=None) -> _Query:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
@@ -156,7 +191,7 @@ class VitronPipeline:
 
         # 3. Encode the image and build the prompt with image and sketch embeddings spliced in
         with query.timer.stage("vision_encoder"):
-            encoding = self.llm.encode_image(image)
+            encoding = self.llm.encode_image(image) if video is None else self.llm.encode_video(video)
         placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
         query.turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
         # The prompt is built on a copy: a query that fails midway leaves the caller's conversation untouched.
@@ -236,7 +271,10 @@ class VitronPipeline:
             if error:
                 errors.append(f"invocation {index} ({invocation.module} {invocation.task}): {error}")
                 continue
-            planned.setdefault(invocation.module, []).append((index, invocation, call, source))
+            # A tracking call is grounded on the key frame by the segmenter first; the tracker then follows that mask.
+            planned.setdefault("segmenter" if invocation.module == "tracker" else invocation.module, []).append(
+                (index, invocation, call, source)
+            )
         for module, items in planned.items():
             with timer.stage("segmenter_answer" if module == "segmenter" else f"{module}_answer"):
                 outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
@@ -245,8 +283,30 @@ class VitronPipeline:
                     errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
                     continue
                 result.masks.extend(self._grounded_masks(index, invocation, output, source, request))
+        self._track(query, result)
         result.errors = errors
         return result
+
+    def _track(self, query: _Query, result: VitronResult) -> None:
+        """Follow grounded masks through the clip: all of them in a clip query, else those the LLM asked to track."""
+        if "tracker" not in self.specialists:
+            return
+        clip_query = bool(query.frame.clip)
+        chosen = [
+            m for m in result.masks
+            if m.invocation_index is not None and m.mask.any() and m.source != SOURCE_EVERYTHING
+            and (clip_query or result.invocations[m.invocation_index].module == "tracker")
+        ]
+        if not chosen:
+            return
+        calls = [SpecialistCall(task="tracking", instruction=m.label, mask=m.mask) for m in chosen]
+        with query.timer.stage("tracker_answer"):
+            outputs = self.specialists["tracker"].run(query.frame, calls)
+        for grounded, output in zip(chosen, outputs, strict=True):
+            if isinstance(output, Exception):
+                query.errors.append(f"tracking {grounded.label!r}: {output}")
+                continue
+            result.tracks.append(MaskTrack(grounded.label, output.masks, output.scores, grounded.invocation_index))
 
     def _specialist_call(self, invocation: Invocation, embeddings: np.ndarray, request: str):
         """Invocation -> (SpecialistCall, source label, None) or (None, None, error text)."""
@@ -263,7 +323,7 @@ class VitronPipeline:
             SOURCE_EMBEDDING if embedding is not None else SOURCE_TEXT_BOX
         )
         call = SpecialistCall(
-            task=invocation.task,
+            task="segmentation" if invocation.module == "tracker" else invocation.task,
             instruction=invocation.instruction or request,
             box_xyxy=invocation.box_xyxy,
             embedding=embedding,

@@ -46,6 +46,26 @@ class GroundedMask:
 
 
 @dataclass
+class MaskTrack:
+    """One grounded object followed through a clip: video referring segmentation's answer."""
+
+    label: str
+    masks: np.ndarray  # (T, H, W) bool, one per clip frame from the key frame on
+    scores: np.ndarray  # (T,) float32 presence scores; 0 where the object is not visible
+    invocation_index: int | None = None  # the invocation whose key-frame mask started this track
+
+    def to_json(self) -> dict:
+        return {
+            "label": self.label,
+            "invocation_index": self.invocation_index,
+            "frames": [
+                {"score": round(float(score), 6), "area": int(mask.sum()), "rle": rle_encode(mask)}
+                for mask, score in zip(self.masks, self.scores, strict=True)
+            ],
+        }
+
+
+@dataclass
 class VitronResult:
     answer: str  # text for the user: invocation tags removed, grounded phrases kept as words
     raw_reply: str  # the LLM's reply as generated
@@ -55,6 +75,8 @@ class VitronResult:
     errors: list[str] = field(default_factory=list)  # format breaks, failed calls: the query still answers
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, plus "total"
     profile: str = ""
+    tracks: list[MaskTrack] = field(default_factory=list)  # clip queries: each grounded mask through the clip
+    clip_frames: int = 0  # frames a clip query saw (0: a still image)
 
     @property
     def grounded_phrases(self) -> list[tuple[str, GroundedMask]]:
@@ -68,6 +90,8 @@ class VitronResult:
             "raw_reply": self.raw_reply,
             "image_size": {"height": self.image_hw[0], "width": self.image_hw[1]},
             "masks": [m.to_json() for m in self.masks],
+            "clip_frames": self.clip_frames,
+            "tracks": [t.to_json() for t in self.tracks],
             "invocations": [asdict(i) for i in self.invocations],
             "errors": list(self.errors),
             "timings_s": {k: round(v, 6) for k, v in self.timings.items()},

@@ -17,8 +17,9 @@ class Frame:
     image embedding here encodes the image once. A new Frame per image means nothing stale can be reused.
     """
 
-    image: np.ndarray  # (H, W, 3) uint8 RGB
+    image: np.ndarray  # (H, W, 3) uint8 RGB; in a clip query, the key frame that masks and boxes refer to
     cache: dict = field(default_factory=dict)
+    clip: tuple[np.ndarray, ...] = ()  # a clip query's frames from the key frame on, for the tracker to propagate through
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class SpecialistCall:
 
 @dataclass(frozen=True)
 class SpecialistOutput:
-    """Masks for one call, best first."""
+    """Masks for one call: candidates best first, or for tracking one mask per clip frame, in frame order."""
 
     masks: np.ndarray  # (K, H, W) bool
     scores: np.ndarray  # (K,) float32, the specialist's own quality estimate

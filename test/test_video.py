@@ -1,0 +1,75 @@
+"""Clip questions and video referring segmentation through the pipeline; tracking calls through the one parser."""
+
+import numpy as np
+import pytest
+import torch
+
+from vitron_ros.core.errors import VitronInputError
+from vitron_ros.core.pipeline import VitronPipeline
+from vitron_ros.core.video import ClipSampling, check_clip
+
+
+def _clip(scene, count=5):
+    return [np.roll(scene, 4 * i, axis=1) for i in range(count)]
+
+
+def test_clip_sampling_spreads_frames_over_the_clip():
+    assert ClipSampling(frames=4).indices(10) == [0, 3, 6, 9]
+    assert ClipSampling(frames=8).indices(3) == [0, 1, 2]
+    with pytest.raises(VitronInputError, match="at least 1 frame"):
+        ClipSampling(frames=0).indices(5)
+
+
+def test_clip_errors_name_the_frame(scene):
+    with pytest.raises(VitronInputError, match="at least one frame"):
+        check_clip([])
+    with pytest.raises(VitronInputError, match="clip frame 2 is 100x120, frame 0 is 200x120"):
+        check_clip([scene, scene, scene[:, :100]])
+    with pytest.raises(VitronInputError, match="clip frame 1 must be uint8"):
+        check_clip([scene, scene.astype(np.float32)])
+    with pytest.raises(VitronInputError, match="more than max_clip_frames=2"):
+        check_clip([scene] * 3, ClipSampling(max_clip_frames=2))
+
+
+def test_video_encoding_pools_frame_features_over_time(tiny_pipeline, scene):
+    llm = tiny_pipeline.llm
+    frames = _clip(scene, 3)
+    video = llm.encode_video(frames)
+    singles = torch.stack([llm.encode_image(f).features for f in frames])
+    grid = video.grid
+    assert video.frames == 3 and video.features.shape[0] == grid * grid + 3
+    torch.testing.assert_close(video.spatial, singles.mean(dim=0), rtol=1e-4, atol=1e-5)  # what is where
+    torch.testing.assert_close(video.features[grid * grid :], singles.mean(dim=1), rtol=1e-4, atol=1e-5)  # when
+
+
+def test_ask_clip_answers_and_follows_each_grounded_mask_through_the_clip(tiny_pipeline, scene):
+    frames = _clip(scene)
+    result, conversation = tiny_pipeline.ask_clip(frames, "segment the red box", ClipSampling(frames=3))
+    assert result.clip_frames == 5 and conversation.image_hw == scene.shape[:2]
+    grounded = [m for m in result.masks if m.invocation_index is not None and m.mask.any()]
+    assert len(result.tracks) == len(grounded)
+    for track, mask in zip(result.tracks, grounded, strict=True):
+        assert track.masks.shape == (5, *scene.shape[:2]) and track.scores.shape == (5,)
+        assert track.label == mask.label
+    assert "llm_generate" in result.timings and result.to_json()["clip_frames"] == 5
+
+
+def test_a_tracking_invocation_is_grounded_by_the_segmenter_then_followed(tiny_pipeline, scene):
+    reply = ("<module>tracker</module> <instruction>tracking: the red box</instruction> "
+             "<Region>[0.15, 0.30, 0.45, 0.55]</Region>")
+    result = tiny_pipeline.ground_reply(scene, "follow the red box", reply)
+    assert result.errors == [] and [i.module for i in result.invocations] == ["tracker"]
+    assert len(result.masks) == 1 and result.masks[0].label == "the red box"
+    assert len(result.tracks) == 1 and result.tracks[0].masks.shape == (1, *scene.shape[:2])
+    # the key frame is prompted with the segmenter's mask: the track starts on it (up to SAM 2's resampling)
+    key, tracked = result.masks[0].mask, result.tracks[0].masks[0]
+    assert key.any() and (key & tracked).sum() / (key | tracked).sum() > 0.9
+
+
+def test_without_a_tracker_tracking_calls_are_rejected_by_the_parser(tiny_pipeline, scene):
+    still = VitronPipeline(tiny_pipeline.llm, {"segmenter": tiny_pipeline.specialists["segmenter"]}, "no-video")
+    reply = "<module>tracker</module> <instruction>tracking: the red box</instruction> <Region>[0.1, 0.1, 0.5, 0.5]</Region>"
+    result = still.ground_reply(scene, "follow the red box", reply)
+    assert result.tracks == [] and any("unknown module 'tracker'" in e for e in result.errors)
+    clip_result, _ = still.ask_clip(_clip(scene, 3), "what happened?")
+    assert clip_result.tracks == [] and clip_result.clip_frames == 3
