@@ -10,6 +10,7 @@ from ..config import build_checked, read_yaml
 from ..errors import VitronInputError
 from ..shapes.instructions import TASKS
 from .model import MODULE_GROUPS
+from .tracker_training import TrackerTrainConfig
 
 LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
 STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy")  # VITRON's five stages, in order
@@ -39,6 +40,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # updates between resumable checkpoints
     log_every: int = 20
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    tracker: TrackerTrainConfig | None = None  # the SAM 2 tracker's own training (`--stage tracker`), if any
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -75,6 +77,9 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     if not isinstance(stages, list) or not stages:
         raise VitronInputError(f"training recipe {path}: 'stages' must be a non-empty list")
     parsed = tuple(stage_from_dict(s, f"{path.name}: stages[{i}]") for i, s in enumerate(stages))
+    if raw.get("tracker") is not None:
+        tracker = build_checked(TrackerTrainConfig, raw["tracker"], f"{path.name}: tracker")
+        raw["tracker"] = TrackerTrainConfig(**{**tracker.__dict__, "prompt_mix": tuple(tracker.prompt_mix)})
     order = [STAGE_NAMES.index(s.name) for s in parsed]
     if order != sorted(order) or len(set(order)) != len(order):
         raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")
