@@ -51,7 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="run the ROS node's handlers over a bag or video; write a bag")
     replay.add_argument("input", help="rosbag2 folder (sqlite3 or MCAP), .mcap/.db3 file, or video file")
-    replay.add_argument("--query", required=True, help="request answered on every processed frame")
+    replay.add_argument("--query", default=None, help="request answered on every processed frame")
+    replay.add_argument("--track", action="append", default=[], metavar="REQUEST",
+                        help='object to track from the first frame on, in language, e.g. "the red circle" (repeatable)')
+    replay.add_argument("--track-box", action="append", default=[], metavar="X1,Y1,X2,Y2",
+                        help="object to track from a box on the first frame, pixels (repeatable)")
     replay.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     replay.add_argument("--topic", default=None, help="image topic to read (default: the bag's only image topic)")
     replay.add_argument("--every", type=int, default=1, help="process every N-th frame")
@@ -63,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
 
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
-    train.add_argument("--stage", required=True, help="a stage name (align, invocation, decoder, grounding, synergy) or 'all'")
+    train.add_argument("--stage", required=True,
+                       help="a stage name (align, invocation, decoder, grounding, synergy), 'tracker' (SAM 2) or 'all'")
     train.add_argument("--config", required=True, help="training recipe YAML, e.g. config/train_shapes.yaml")
     train.add_argument("--work-dir", default=".train/shapes", help="checkpoints, logs and resumable state")
     train.add_argument("--fresh", action="store_true", help="ignore finished stages and saved state; start over")
@@ -71,10 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profiles-file", default=None)
 
     evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
-    evaluate.add_argument("--suite", required=True, choices=("shapes",), help="benchmark suite")
+    evaluate.add_argument("--suite", required=True, choices=("shapes", "video"),
+                          help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips")
     evaluate.add_argument("--profile", default="shapes")
     evaluate.add_argument("--profiles-file", default=None)
-    evaluate.add_argument("--scenes", type=int, default=200, help="held-out scenes per task")
+    evaluate.add_argument("--scenes", type=int, default=200, help="held-out scenes per task (shapes suite)")
+    evaluate.add_argument("--clips", type=int, default=40, help="held-out clips (video suite)")
+    evaluate.add_argument("--frames", type=int, default=24, help="frames per clip (video suite)")
     evaluate.add_argument("--json", default=None, help="also write the full report to this file")
     evaluate.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
 
@@ -143,15 +151,26 @@ def _query(args) -> int:
 
 def _replay(args) -> int:
     from .core.config import load_profile
+    from .core.tracking.state import ObjectPrompt
     from .ros.replay import check_output, open_input, replay, replay_handlers
 
     profile = load_profile(args.profile, args.profiles_file)
     out = Path(args.out)
     check_output(out, args.every, args.storage)  # fail before the (slow) model load
+    track = [ObjectPrompt(request=r) for r in args.track]
+    track += [ObjectPrompt(box_xyxy=_numbers(b, 4, "--track-box")) for b in args.track_box]
+    if not args.query and not track:
+        raise VitronInputError("replay needs --query, --track or --track-box")
+    if track and profile.tracker is None:
+        raise VitronInputError(f"profile {profile.name!r} has no tracker; --track needs one")
     source = open_input(Path(args.input), args.topic)
     handlers = replay_handlers(profile, args.device, overlay=not args.no_overlay, progress=_progress)
-    summary = replay(handlers, source, args.query, out, args.every, args.max_frames, args.storage)
-    print(f"answered {summary.frames_answered} frame(s) of {summary.topic}; wrote {summary.out}")
+    summary = replay(handlers, source, args.query, out, args.every, args.max_frames, args.storage, track=tuple(track))
+    if args.query:
+        print(f"answered {summary.frames_answered} frame(s) of {summary.topic}; wrote {summary.out}")
+    if track:
+        print(f"tracked {', '.join(summary.object_ids)}: visible in {summary.frames_tracked} frame(s) of "
+              f"{summary.topic}; wrote {summary.out}")
     for error in summary.errors:
         print(f"  {error}")
     return 0
@@ -181,18 +200,42 @@ def _train(args) -> int:
 
     recipe = load_recipe(args.config)
     names = [s.name for s in recipe.stages]
-    if args.stage != "all" and args.stage not in names:
-        raise VitronInputError(f"--stage {args.stage!r}: expected 'all' or one of {names} (VITRON's order: {STAGE_NAMES})")
+    tracker_named = recipe.tracker is not None
+    if args.stage not in ("all", *names, *(("tracker",) if tracker_named else ())):
+        extra = " or 'tracker'" if tracker_named else " (this recipe has no tracker section)"
+        raise VitronInputError(
+            f"--stage {args.stage!r}: expected 'all', one of {names}{extra} (VITRON's order: {STAGE_NAMES})"
+        )
     profile = load_profile(recipe.profile, args.profiles_file)
     if args.fresh and Path(args.work_dir).exists():
         import shutil
 
         shutil.rmtree(args.work_dir)
-    trainer = Trainer(recipe, args.work_dir, profile=profile)
-    trainer.run(names if args.stage == "all" else [args.stage], resume=True)
-    if not args.no_export:
-        trainer.export()
+    if args.stage != "tracker":
+        trainer = Trainer(recipe, args.work_dir, profile=profile)
+        trainer.run(names if args.stage == "all" else [args.stage], resume=True)
+        if not args.no_export:
+            trainer.export()
+    if args.stage in ("tracker", "all") and tracker_named:
+        _train_tracker(recipe, profile, Path(args.work_dir), export=not args.no_export)
     return 0
+
+
+def _train_tracker(recipe, profile, work_dir: Path, export: bool) -> None:
+    import shutil
+
+    from .core.training.tracker_training import train_tracker
+
+    if profile.tracker is None:
+        raise VitronInputError(f"profile {profile.name!r} has no tracker section to train a SAM 2 for")
+    folder = work_dir / "tracker"
+    train_tracker(folder, recipe.tracker, image_size=profile.tiny.sam2_image_size, seed=recipe.seed, progress=_progress)
+    if export:
+        destination = Path(profile.tracker.model)
+        if destination.exists():
+            shutil.rmtree(destination)
+        shutil.copytree(folder, destination)
+        _progress(f"exported tracker -> {destination}")
 
 
 def _eval(args) -> int:
@@ -201,9 +244,19 @@ def _eval(args) -> int:
     from .core.pipeline import VitronPipeline
 
     profile = load_profile(args.profile, args.profiles_file)
+    if args.suite == "video" and profile.tracker is None:
+        raise VitronInputError(f"profile {profile.name!r} has no tracker; the video suite needs one")
+    if args.suite == "video" and (args.clips < 1 or args.frames < 3):
+        raise VitronInputError("the video suite needs --clips >= 1 and --frames >= 3 (DAVIS leaves out two frames)")
     pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
-    report = evaluate_shapes(pipeline, scenes=args.scenes, progress=True)
-    print(format_report(report))
+    if args.suite == "video":
+        from .core.evaluation.video_suite import evaluate_video, format_video_report
+
+        report = evaluate_video(pipeline, clips=args.clips, frames=args.frames, progress=True)
+        print(format_video_report(report))
+    else:
+        report = evaluate_shapes(pipeline, scenes=args.scenes, progress=True)
+        print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
     return 0

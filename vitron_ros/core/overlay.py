@@ -22,18 +22,23 @@ def render_overlay(
     masks: Sequence[np.ndarray],
     labels: Sequence[str] = (),
     alpha: float = 0.45,
+    colour_indices: Sequence[int] = (),
 ) -> np.ndarray:
-    """Blend each (H, W) bool mask onto a copy of `image`, outline it, and write its label at its top-left."""
+    """Blend each (H, W) bool mask onto a copy of `image`, outline it, and write its label at its top-left.
+
+    Mask i takes palette colour `colour_indices[i]` when given (tracking keeps an object's colour), else i.
+    """
     import cv2
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     canvas = image.astype(np.float32)
+    colours = [colour_for(colour_indices[i] if i < len(colour_indices) else i) for i in range(len(masks))]
     outlines = []
     for i, mask in enumerate(masks):
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask {i} has shape {mask.shape}, image is {image.shape[:2]}")
-        colour = np.asarray(colour_for(i), np.float32)
+        colour = np.asarray(colours[i], np.float32)
         canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
         contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         outlines.append(contours)
@@ -41,7 +46,7 @@ def render_overlay(
     thickness = max(1, round(max(image.shape[:2]) / 300))
     scale = max(0.35, max(image.shape[:2]) / 1000)
     for i, contours in enumerate(outlines):
-        cv2.drawContours(out, contours, -1, colour_for(i), thickness)
+        cv2.drawContours(out, contours, -1, colours[i], thickness)
     for i, mask in enumerate(masks):
         label = labels[i] if i < len(labels) else ""
         if not label or not mask.any():
@@ -50,6 +55,6 @@ def render_overlay(
         x, y = int(cols.min()), int(rows.min())
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y = max(y, th + base)
-        cv2.rectangle(out, (x, y - th - base), (x + tw, y), colour_for(i), thickness=-1)
+        cv2.rectangle(out, (x, y - th - base), (x + tw, y), colours[i], thickness=-1)
         cv2.putText(out, label, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out

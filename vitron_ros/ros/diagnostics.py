@@ -41,7 +41,8 @@ def model_memory_bytes(pipeline) -> int:
     if pipeline is None:
         return 0
     modules = [pipeline.llm.model, getattr(pipeline.llm, "heads", None)]
-    modules += [getattr(s, "sam", None) for s in pipeline.specialists.values()]
+    # each specialist holds its network as `sam` (segmenter) or `model` (tracker)
+    modules += [getattr(s, "sam", None) or getattr(s, "model", None) for s in pipeline.specialists.values()]
     total = 0
     for module in filter(None, modules):
         total += sum(t.numel() * t.element_size() for t in module.parameters())

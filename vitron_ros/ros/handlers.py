@@ -33,6 +33,7 @@ from .result_messages import (
     mask_array_msg,
     published_outputs,
 )
+from .tracking import CameraTracking, clip_tracks_msgs
 
 # Errors that are the caller's or the setup's, reported in the reply; anything else is a bug and is reported too,
 # with its type, so one bad request never takes the node down.
@@ -45,6 +46,15 @@ class QueryOutcome:
     outputs: PublishedOutputs | None  # what to publish; None when there is no answer
     frame: StampedFrame | None
     timings: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, for diagnostics
+
+
+@dataclass
+class VideoQueryOutcome:
+    answer: Any  # vitron_ros_msgs/Answer about the clip's first frame (answer.error set on failure)
+    clip_tracks: list  # vitron_ros_msgs/TrackedObjectArray per clip frame
+    clip_frames: int
+    outputs: PublishedOutputs | None
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,26 +73,44 @@ def describe_error(error: Exception) -> str:
 class VitronHandlers:
     """Owns the pipeline (loaded on activate, freed on deactivate) and the cameras' frames."""
 
-    def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True):
+    def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True,
+                 video_frames: int = 8):
         if not cameras:
             raise ValueError("at least one camera is needed")
         self.factory = factory
         self.cameras = cameras
         self.overlay = overlay
+        self.video_frames = video_frames  # frames a VideoQuery's encoder samples when the goal does not say
         self.pipeline = None
+        self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
         self.model_lock = threading.Lock()  # one model instance: queries from different cameras take turns
 
     # -- model lifetime -----------------------------------------------------------------------------------------
     def load(self, profile, device: str = "cpu", progress=print) -> None:
         from ..core.pipeline import VitronPipeline
 
+        self.attach(VitronPipeline.from_profile(profile, device=device, progress=progress))
+
+    def attach(self, pipeline) -> None:
+        """Serve with a loaded pipeline: queries through it, and a live tracker per camera when it has SAM 2."""
+        tracker = pipeline.specialists.get("tracker")
         with self.model_lock:
-            self.pipeline = VitronPipeline.from_profile(profile, device=device, progress=progress)
+            self.pipeline = pipeline
+            self.tracking = {} if tracker is None else {
+                name: CameraTracking(name, tracker.stream(self._locked_grounder), self.factory, self.overlay)
+                for name in self.cameras
+            }
+
+    def _locked_grounder(self, image, request):
+        """Re-grounding a lost object runs the LLM, which queries use too: they take turns."""
+        with self.model_lock:
+            return self._loaded().ground_request(image, request)
 
     def unload(self) -> None:
         with self.model_lock:
             device = str(self.pipeline.llm.device) if self.pipeline is not None else "cpu"
             self.pipeline = None
+            self.tracking = {}
         if device.startswith("cuda"):
             import torch
 
@@ -169,6 +197,58 @@ class VitronHandlers:
         except Exception as exc:  # noqa: BLE001 - contained, as in query()
             header = frame.header if frame is not None else self._empty_header(image_msg)
             return SegmentOutcome(mask_array_msg(self.factory, [], header), describe_error(exc), frame)
+
+    # -- tracking and clips --------------------------------------------------------------------------------------
+    def tracking_for(self, camera: str = "") -> CameraTracking:
+        self._loaded()
+        name = camera or next(iter(self.cameras))
+        if name not in self.cameras:
+            raise VitronInputError(f"unknown camera {name!r}; cameras: {', '.join(self.cameras)}")
+        if not self.tracking:
+            raise VitronInputError(f"profile {self.pipeline.profile_name!r} has no tracker (add a tracker section)")
+        return self.tracking[name]
+
+    def add_objects(self, req) -> dict:
+        """AddObjects.srv -> response fields (success false with the reason on any error)."""
+        try:
+            return self.tracking_for(req.camera).add_objects(req)
+        except VitronInputError as error:
+            return {"success": False, "message": str(error), "object_ids": [], "object_indices": []}
+
+    def remove_object(self, req) -> dict:
+        try:
+            return self.tracking_for(req.camera).remove_object(req.object_id)
+        except VitronInputError as error:
+            return {"success": False, "message": str(error), "object_ids": [], "object_indices": []}
+
+    def video_query(self, request: str, camera: str = "", num_frames: int = 0, request_id: str = "",
+                    progress=None) -> VideoQueryOutcome:
+        """VideoQuery.action: answer about the camera's recent frames; grounded objects are followed through them."""
+        from ..core.video import ClipSampling
+
+        request_id = request_id or uuid.uuid4().hex[:12]
+        frames = []
+        try:
+            name = camera or next(iter(self.cameras))
+            if name not in self.cameras:
+                raise VitronInputError(f"unknown camera {name!r}; cameras: {', '.join(self.cameras)}")
+            frames = self.cameras[name].recent()
+            if not frames:
+                raise VitronInputError(f"no frame received yet from camera {name!r}; is its image topic publishing?")
+            sampling = ClipSampling(frames=int(num_frames) or self.video_frames)
+            with self.model_lock:
+                result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
+            first = frames[0]
+            outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay)
+            tracks = clip_tracks_msgs(self.factory, result.tracks, [f.header for f in frames]) if result.tracks else []
+            return VideoQueryOutcome(outputs.answer, tracks, len(frames), outputs, result.timings)
+        except QueryCancelled:
+            error = "cancelled"
+        except Exception as exc:  # noqa: BLE001 - contained: one bad request gives an error reply
+            error = describe_error(exc)
+        header = frames[0].header if frames else self.factory.new("std_msgs/msg/Header")
+        answer = error_answer_msg(self.factory, header, request, request_id, error)
+        return VideoQueryOutcome(answer, [], len(frames), None)
 
     def _loaded(self):
         if self.pipeline is None:

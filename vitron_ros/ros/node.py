@@ -1,6 +1,7 @@
 """vitron_node: a lifecycle node serving VITRON on live camera streams.
 
-    configure  -> read parameters, create subscriptions, publishers, services and the Ask action
+    configure  -> read parameters, create subscriptions, publishers, services and the Ask, Track and VideoQuery
+                  actions, and one tracking thread per camera
     activate   -> load the models of `profile` on `device`
     deactivate -> free them (GPU cache included); services answer "models are not loaded" meanwhile
     cleanup    -> destroy what configure created
@@ -29,9 +30,9 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 from visualization_msgs.msg import MarkerArray
-from vitron_ros_msgs.action import Ask
-from vitron_ros_msgs.msg import Answer, GroundedMaskArray
-from vitron_ros_msgs.srv import Query, Segment
+from vitron_ros_msgs.action import Ask, Track, VideoQuery
+from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
+from vitron_ros_msgs.srv import AddObjects, Query, RemoveObject, Segment
 
 from ..core.config import load_profile
 from ..core.errors import QueryCancelled
@@ -46,9 +47,12 @@ from .handlers import QueryOutcome, VitronHandlers, describe_error
 from .interfaces import RclpyFactory
 from .parameters import NodeParameters, camera_info_topic
 from .query_worker import CameraBusyError, QueryWorker
+from .tracking import TrackStep, run_track_goal
+from .tracking_loop import TrackingLoop
 
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
-                "markers": MarkerArray, "overlay": Image}  # fmt: skip
+                "markers": MarkerArray, "overlay": Image, "tracks": TrackedObjectArray,
+                "tracks_overlay": Image}  # fmt: skip
 
 
 class VitronNode(LifecycleNode):
@@ -63,6 +67,7 @@ class VitronNode(LifecycleNode):
         self.params: NodeParameters | None = None
         self.handlers: VitronHandlers | None = None
         self.workers: dict[str, QueryWorker] = {}
+        self.tracking_loops: dict[str, TrackingLoop] = {}
         self.latency = LatencyWindow()
         self.camera_infos: dict[str, CameraInfo] = {}
         # Not rclpy's own _publishers / _subscriptions lists: these are what configure created, for cleanup.
@@ -80,8 +85,13 @@ class VitronNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         p = self.params
         cameras = {name: CameraFrames(name, p.clip_length, p.max_rate_hz) for name in p.cameras}
-        self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay)
+        self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay, video_frames=p.video_frames)
         self.workers = {name: QueryWorker(name, p.max_pending_queries) for name in cameras}
+        self.tracking_loops = {
+            name: TrackingLoop(frames, lambda n=name: self.handlers.tracking.get(n), self._publish_tracks,
+                               self.get_logger().warning)
+            for name, frames in cameras.items()
+        }
         qos = QoSProfile(
             history=HistoryPolicy.KEEP_LAST,
             depth=p.qos_depth,
@@ -91,12 +101,17 @@ class VitronNode(LifecycleNode):
         requests_group = ReentrantCallbackGroup()
         for name, topic in p.cameras.items():
             frames = cameras[name]
+            loop = self.tracking_loops[name]
             if p.transport == "compressed":
                 sub = self.create_subscription(
-                    CompressedImage, f"{topic}/compressed", frames.add_compressed, qos, callback_group=frames_group
-                )
+                    CompressedImage, f"{topic}/compressed",
+                    lambda msg, f=frames, t=loop: f.add_compressed(msg) and t.wake(), qos, callback_group=frames_group,
+                )  # fmt: skip
             else:
-                sub = self.create_subscription(Image, topic, frames.add_image, qos, callback_group=frames_group)
+                sub = self.create_subscription(
+                    Image, topic, lambda msg, f=frames, t=loop: f.add_image(msg) and t.wake(), qos,
+                    callback_group=frames_group,
+                )  # fmt: skip
             self._created.append(sub)
             if p.camera_info:
                 info_topic = camera_info_topic(topic)
@@ -107,7 +122,7 @@ class VitronNode(LifecycleNode):
                     )
                 )  # fmt: skip
         for topic, msg_type in OUTPUT_TYPES.items():
-            if topic == "overlay" and not p.overlay:
+            if topic in ("overlay", "tracks_overlay") and not p.overlay:
                 continue
             self._outputs[topic] = self.create_lifecycle_publisher(msg_type, f"~/{topic}", 10)
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -115,12 +130,19 @@ class VitronNode(LifecycleNode):
             self.create_subscription(String, "~/query", self._on_topic_query, 10, callback_group=requests_group),
             self.create_service(Query, "~/query", self._on_query, callback_group=requests_group),
             self.create_service(Segment, "~/segment", self._on_segment, callback_group=requests_group),
+            self.create_service(AddObjects, "~/add_objects", self._on_add_objects, callback_group=requests_group),
+            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object, callback_group=requests_group),
             self.create_timer(p.diagnostics_period_s, self._publish_diagnostics),
         ]
-        self._ask = ActionServer(
-            self, Ask, "~/ask", execute_callback=self._execute_ask, goal_callback=lambda _goal: GoalResponse.ACCEPT,
-            cancel_callback=lambda _goal: CancelResponse.ACCEPT, callback_group=requests_group,
-        )  # fmt: skip
+        accept = {"goal_callback": lambda _goal: GoalResponse.ACCEPT,
+                  "cancel_callback": lambda _goal: CancelResponse.ACCEPT, "callback_group": requests_group}
+        self._actions = [
+            ActionServer(self, Ask, "~/ask", execute_callback=self._execute_ask, **accept),
+            ActionServer(self, Track, "~/track", execute_callback=self._execute_track, **accept),
+            ActionServer(self, VideoQuery, "~/video_query", execute_callback=self._execute_video_query, **accept),
+        ]
+        for loop in self.tracking_loops.values():
+            loop.start()
         self.get_logger().info(f"configured: cameras {p.cameras}, profile {p.profile!r}, transport {p.transport}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -155,6 +177,8 @@ class VitronNode(LifecycleNode):
     def _destroy(self) -> None:
         for worker in self.workers.values():
             worker.shutdown(wait=False)
+        for loop in self.tracking_loops.values():
+            loop.stop()
         for entity in self._created:
             if hasattr(entity, "cancel"):  # timers
                 self.destroy_timer(entity)
@@ -166,10 +190,10 @@ class VitronNode(LifecycleNode):
             if publisher is not None:
                 self.destroy_publisher(publisher)
         self._diagnostics = None
-        if getattr(self, "_ask", None) is not None:
-            self._ask.destroy()
-            self._ask = None
-        self._created, self._outputs, self.workers = [], {}, {}
+        for action in getattr(self, "_actions", []):
+            action.destroy()
+        self._actions = []
+        self._created, self._outputs, self.workers, self.tracking_loops = [], {}, {}, {}
 
     def _parameter_values(self) -> dict:
         values = {}
@@ -260,6 +284,65 @@ class VitronNode(LifecycleNode):
         else:
             goal_handle.succeed()
         return Ask.Result(answer=answer)
+
+    def _publish_tracks(self, step: TrackStep) -> None:
+        """Called by a camera's tracking thread for every frame it tracked."""
+        if "tracks" in self._outputs:
+            self._outputs["tracks"].publish(step.tracks_msg)
+        if step.overlay_msg is not None and "tracks_overlay" in self._outputs:
+            self._outputs["tracks_overlay"].publish(step.overlay_msg)
+
+    def _on_add_objects(self, request: AddObjects.Request, response: AddObjects.Response) -> AddObjects.Response:
+        for name, value in self.handlers.add_objects(request).items():
+            setattr(response, name, value)
+        return response
+
+    def _on_remove_object(self, request: RemoveObject.Request, response: RemoveObject.Response) -> RemoveObject.Response:
+        for name, value in self.handlers.remove_object(request).items():
+            setattr(response, name, value)
+        return response
+
+    def _execute_track(self, goal_handle):
+        """Track.action: the object is added, fed back frame by frame, summarised and removed; cancel stops it."""
+        try:
+            tracking = self.handlers.tracking_for(goal_handle.request.camera)
+        except Exception as error:  # noqa: BLE001 - no tracker, unknown camera: the goal aborts with the reason
+            goal_handle.abort()
+            return Track.Result(error=describe_error(error))
+        result, outcome = run_track_goal(
+            tracking, goal_handle.request, self.factory, lambda: goal_handle.is_cancel_requested,
+            goal_handle.publish_feedback,
+        )  # fmt: skip
+        {"succeeded": goal_handle.succeed, "canceled": goal_handle.canceled, "aborted": goal_handle.abort}[outcome]()
+        return result
+
+    def _execute_video_query(self, goal_handle):
+        """VideoQuery.action: the camera's recent frames as a clip; stages and partial text as feedback."""
+        goal = goal_handle.request
+        goal_handle.publish_feedback(VideoQuery.Feedback(stage="queued"))
+
+        def progress(stage: str, text: str) -> None:
+            if goal_handle.is_cancel_requested:
+                raise QueryCancelled("goal cancelled")
+            goal_handle.publish_feedback(VideoQuery.Feedback(stage=stage, partial_text=text))
+
+        outcome, error = self._run_on_camera(
+            goal.camera, self.handlers.video_query, goal.request, goal.camera, goal.num_frames, goal.request_id, progress
+        )
+        if outcome is None:
+            goal_handle.abort()
+            return VideoQuery.Result(answer=self._error_answer(goal.request, goal.request_id, error))
+        if outcome.outputs is not None:
+            for topic, (_, msg) in outcome.outputs.by_topic().items():
+                self._outputs[topic].publish(msg)
+        answer = outcome.answer
+        if goal_handle.is_cancel_requested and answer.error == "cancelled":
+            goal_handle.canceled()
+        elif answer.error:
+            goal_handle.abort()
+        else:
+            goal_handle.succeed()
+        return VideoQuery.Result(answer=answer, clip_tracks=outcome.clip_tracks, clip_frames=outcome.clip_frames)
 
     def _publish_diagnostics(self) -> None:
         header = self.factory.new("std_msgs/msg/Header")

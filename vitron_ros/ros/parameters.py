@@ -35,7 +35,8 @@ class NodeParameters:
     reliability: str = _param("best_effort", "image QoS reliability: best_effort (sensor data) or reliable")
     qos_depth: int = _param(1, "image QoS history depth (keep last)")
     max_rate_hz: float = _param(0.0, "frames arriving faster than this are dropped before decoding; 0: keep all")
-    clip_length: int = _param(16, "recent frames kept per camera for video use")
+    clip_length: int = _param(16, "recent frames kept per camera: the clip a VideoQuery goal asks about")
+    video_frames: int = _param(8, "frames the video encoder samples from that clip, unless the goal says")
     max_pending_queries: int = _param(2, "queries that may wait per camera while one runs; more are refused")
     overlay: bool = _param(True, "publish ~/overlay (masks drawn on the image) for rviz")
     diagnostics_period_s: float = _param(1.0, "how often /diagnostics is published")
@@ -54,6 +55,7 @@ class NodeParameters:
             (lambda: self.qos_depth >= 1, "qos_depth", ">= 1"),
             (lambda: self.max_rate_hz >= 0, "max_rate_hz", ">= 0"),
             (lambda: self.clip_length >= 1, "clip_length", ">= 1"),
+            (lambda: self.video_frames >= 1, "video_frames", ">= 1"),
             (lambda: self.max_pending_queries >= 0, "max_pending_queries", ">= 0"),
             (lambda: self.diagnostics_period_s > 0, "diagnostics_period_s", "> 0"),
             (lambda: bool(self.profile), "profile", "a profile name"),

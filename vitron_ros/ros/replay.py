@@ -2,8 +2,9 @@
 
 Input: a rosbag2 folder (sqlite3 or MCAP), a bare .mcap / .db3 file, or a video file OpenCV can read.
 Output: a rosbag2 (MCAP by default) holding, per processed frame, the input image and what the node would publish
-(`/vitron/answer`, `/vitron/masks`, `/vitron/detections`, `/vitron/markers`, `/vitron/overlay`), with the message
-definitions embedded so `ros2 bag`, rviz (through `ros2 bag play`) and Foxglove can open it.
+(`/vitron/answer`, `/vitron/masks`, `/vitron/detections`, `/vitron/markers`, `/vitron/overlay` for a query;
+`/vitron/tracks` and `/vitron/tracks_overlay` for tracking), with the message definitions embedded so `ros2 bag`,
+rviz (through `ros2 bag play`) and Foxglove can open it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import VitronInputError
+from ..core.tracking.state import ObjectPrompt
 from .frame_buffer import CameraFrames
 from .handlers import VitronHandlers
 from .image_conversions import numpy_to_image
@@ -38,6 +40,8 @@ class InputMessage:
 @dataclass
 class ReplaySummary:
     frames_answered: int = 0
+    frames_tracked: int = 0  # frames where at least one tracked object was visible
+    object_ids: list[str] = field(default_factory=list)  # ids of the objects --track started
     errors: list[str] = field(default_factory=list)  # per-frame errors, "frame N: ..."
     topic: str = ""
     out: str = ""
@@ -133,14 +137,18 @@ def check_output(out: Path, every: int, storage: str) -> None:
 def replay(
     handlers: VitronHandlers,
     source: ReplayInput,
-    request: str,
+    request: str | None,
     out: Path,
     every: int = 1,
     max_frames: int | None = None,
     storage: str = "mcap",
     show_progress: bool = True,
+    track: tuple[ObjectPrompt, ...] = (),
 ) -> ReplaySummary:
-    """Answer `request` on every `every`-th image of `source` with the node's handlers; write `out`."""
+    """Answer `request` on every `every`-th image of `source` and/or track the `track` prompts through them (as
+    AddObjects before the first frame would); write `out`."""
+    if not request and not track:
+        raise VitronInputError("nothing to replay: give a query, objects to track, or both")
     from rosbags.rosbag2 import StoragePlugin, Writer
     from tqdm import tqdm
 
@@ -149,6 +157,8 @@ def replay(
     frames = handlers.cameras[CAMERA]
     store = typestore()
     summary = ReplaySummary(topic=topic, out=str(out))
+    tracking = handlers.tracking_for(CAMERA) if track else None
+    summary.object_ids = [tracking.add(prompt) for prompt in track] if tracking else []
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     total = count if max_frames is None else min(count, max_frames * every)
     with Writer(out, version=8, storage_plugin=plugin) as writer:
@@ -170,6 +180,17 @@ def replay(
             write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
             if not added:
                 summary.errors.append(f"frame {index}: {frames.stats().last_error}")
+                continue
+            if tracking is not None:
+                step = tracking.process(frames.latest())
+            if tracking is not None and step is not None:
+                write(f"{OUTPUT_NAMESPACE}/tracks", "vitron_ros_msgs/msg/TrackedObjectArray", step.tracks_msg,
+                      item.timestamp_ns)
+                if step.overlay_msg is not None:
+                    write(f"{OUTPUT_NAMESPACE}/tracks_overlay", "sensor_msgs/msg/Image", step.overlay_msg, item.timestamp_ns)
+                summary.errors.extend(f"frame {index}: {warning}" for warning in step.tracks.errors)
+                summary.frames_tracked += any(o.mask.any() for o in step.tracks.objects)
+            if not request:
                 continue
             outcome = handlers.query(request, camera=CAMERA, request_id=f"frame-{index}")
             if outcome.outputs is None:
