@@ -20,6 +20,8 @@ def tiny_sam2_config(image_size: int = 128):
 
     Constraints the code imposes, not choices: the memory encoder's output is 64 wide (memory attention reads a
     fixed 64-channel key) and must be narrower than the FPN width, which object pointers are split to match.
+    One mask per prompt: SAM 2 picks among its three candidates by its IoU head, which the video forward gives no
+    training signal, so a trained-from-scratch tiny model would pick at random (measured: J stuck at 0.41).
     """
     from transformers import Sam2VideoConfig
 
@@ -49,7 +51,10 @@ def tiny_sam2_config(image_size: int = 128):
             fpn_hidden_size=hidden,
         ),
         prompt_encoder_config=dict(hidden_size=hidden, image_size=side, patch_size=16),
-        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64),
+        mask_decoder_config=dict(hidden_size=hidden, mlp_dim=256, num_attention_heads=4, iou_head_hidden_dim=64,
+                                 dynamic_multimask_via_stability=False),
+        multimask_output_in_sam=False,
+        multimask_output_for_tracking=False,
         memory_attention_hidden_size=hidden,
         memory_attention_num_layers=2,
         memory_attention_feed_forward_hidden_size=256,
@@ -64,7 +69,9 @@ def tiny_sam2_config(image_size: int = 128):
 
 def tiny_sam2_processor(image_size: int = 128):
     from transformers import Sam2ImageProcessor, Sam2VideoProcessor
-    from transformers.models.sam2_video.video_processing_sam2_video import Sam2VideoVideoProcessor
+    from transformers.models.sam2_video.video_processing_sam2_video import (
+        Sam2VideoVideoProcessor,
+    )
 
     size = {"height": image_size, "width": image_size}
     return Sam2VideoProcessor(
@@ -88,11 +95,19 @@ def build_tiny_sam2(folder: Path, image_size: int = 128, seed: int = 0, progress
     try:
         model.save_pretrained(staging)
         tiny_sam2_processor(image_size).save_pretrained(staging)
+        readable_by_all(staging)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def readable_by_all(folder: Path) -> None:
+    """mkdtemp folders are private (0700); a checkpoint is shipped and installed, so anyone may read it."""
+    folder.chmod(0o755)
+    for path in folder.iterdir():
+        path.chmod(0o644)
 
 
 def load_sam2_video(model: str, revision: str | None = None, device: str = "cpu", dtype: str = "float16",

@@ -197,7 +197,9 @@ class StreamTracker:
                 tracks.objects.append(self._unseen(obj))
                 continue
             if pixel_values is None:
-                pixel_values = self.processor(images=image, return_tensors="pt").pixel_values[0]
+                # torch warns on read-only arrays (frames decoded from ROS messages are views); copy only those
+                writable = np.require(image, requirements="W")
+                pixel_values = self.processor(images=writable, return_tensors="pt").pixel_values[0]
             try:
                 with torch.inference_mode():
                     output = self.model(inference_session=obj.session, frame=pixel_values, frame_idx=frame_index)

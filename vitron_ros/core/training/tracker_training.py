@@ -130,7 +130,7 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     """Build a tiny SAM 2, train it on ShapesWorld clips and save it (save_pretrained) to `folder`."""
     import torch
 
-    from ..model.sam2_loader import build_tiny_sam2, load_sam2_video
+    from ..model.sam2_loader import build_tiny_sam2, load_sam2_video, readable_by_all
 
     folder = Path(folder)
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)
@@ -138,6 +138,7 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     torch.manual_seed(seed)
     report = TrackerTrainer(model, processor, config, seed, progress).train()
     model.save_pretrained(folder)
+    readable_by_all(folder)
     progress(f"tracker trained: {report['steps']} updates in {report['seconds'] / 60:.1f} min, "
              f"loss {report['loss_first']:.3f} -> {report['loss_last']:.3f}; saved {folder}")
     return report
