@@ -53,7 +53,7 @@ def moving_frames(count: int, height: int = 240, width: int = 320):
     return frame
 
 
-def stream_bench(profile_name: str, frames: int, device: str) -> None:
+def stream_bench(profile_name: str, frames: int, device: str, unbounded: bool = False) -> None:
     from vitron_ros.core.config import load_profile
     from vitron_ros.core.model.tiny import build_tiny_assets
     from vitron_ros.core.specialists.tracker import Sam2Tracker
@@ -63,6 +63,8 @@ def stream_bench(profile_name: str, frames: int, device: str) -> None:
     if profile.build_if_missing:
         build_tiny_assets(profile)
     tracker = Sam2Tracker.from_profile(profile, device).stream()
+    if unbounded:  # what transformers' session does on its own: keep every frame's outputs and pixels
+        tracker._prune = lambda session, frame_index: None
     frame = moving_frames(frames)
     tracker.add_object(ObjectPrompt(box_xyxy=(40, 40, 90, 90)))
     tracker.add_object(ObjectPrompt(box_xyxy=(40, 140, 90, 190)))
@@ -84,7 +86,8 @@ def stream_bench(profile_name: str, frames: int, device: str) -> None:
     peak_end = peak_rss_mb()
     session = next(iter(tracker.state.objects.values())).session
     outputs = session.output_dict_per_obj[0]
-    print(f"profile {profile_name}, {frames} frames of 320x240, 2 objects, {device}, {total:.0f} s")
+    print(f"profile {profile_name}, {frames} frames of 320x240, 2 objects, {device}, {total:.0f} s"
+          + (" (UNBOUNDED: pruning off)" if unbounded else ""))
     print(f"per-frame latency: frame ~10 {1000 * early:.2f} ms, frame ~{frames} {1000 * late:.2f} ms, "
           f"ratio {late / early:.3f} (target <= 1.1)")
     if peak_after_warmup is not None:
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sam2-sizes", action="store_true", help="time the published SAM 2.1 sizes instead")
+    parser.add_argument("--unbounded", action="store_true",
+                        help="switch pruning off, to see what the bounded window saves")
     args = parser.parse_args()
     import torch
 
@@ -162,7 +167,7 @@ def main() -> None:
     if args.sam2_sizes:
         sam2_size_bench(args.device, min(args.frames, 100))
     else:
-        stream_bench(args.profile, args.frames, args.device)
+        stream_bench(args.profile, args.frames, args.device, args.unbounded)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,31 @@ def test_without_a_tracker_tracking_calls_are_rejected_by_the_parser(tiny_pipeli
     assert result.tracks == [] and any("unknown module 'tracker'" in e for e in result.errors)
     clip_result, _ = still.ask_clip(_clip(scene, 3), "what happened?")
     assert clip_result.tracks == [] and clip_result.clip_frames == 3
+
+
+def test_track_cli_streams_a_video_and_writes_overlays_and_per_frame_tracks(tiny_profile, scene, tmp_path, capsys):
+    import json
+
+    import cv2
+
+    from vitron_ros.cli import main
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (scene.shape[1], scene.shape[0]))
+    for frame in _clip(scene, 6):
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    out = tmp_path / "out"
+    args = ["track", str(video), "--track-box", "30,20,90,70", "--ask", "what happened?", "--profile", "tiny",
+            "--out", str(out), "--max-frames", "5"]
+    assert main(args) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "obj1 (box):" in printed and "answer about 5 frames:" in printed
+    lines = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
+    assert [line["frame_index"] for line in lines] == [0, 1, 2, 3, 4]
+    assert all([o["object_id"] for o in line["objects"]] == ["obj1"] for line in lines)
+    assert (out / "overlay.mp4").stat().st_size > 0 and (out / "strip.png").is_file()
+    assert main(["track", str(video), "--profile", "tiny"]) == 2
+    assert "track needs --track, --track-box or --ask" in capsys.readouterr().err
+    assert main(["track", str(tmp_path / "missing.avi"), "--track", "the mug", "--profile", "tiny"]) == 2
+    assert "cannot open video" in capsys.readouterr().err

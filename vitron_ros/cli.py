@@ -66,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
     replay.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
 
+    track = commands.add_parser("track", help="track objects through a video file, frame by frame; writes overlays")
+    track.add_argument("video", help="video file OpenCV can read (mp4, avi, ...)")
+    track.add_argument("--track", action="append", default=[], metavar="REQUEST",
+                       help='object to track, in language, e.g. "the red mug" (repeatable)')
+    track.add_argument("--track-box", action="append", default=[], metavar="X1,Y1,X2,Y2",
+                       help="object to track from a box on the first frame, pixels (repeatable)")
+    track.add_argument("--ask", default=None, help="also ask this question about the clip (frames sampled over it)")
+    track.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    track.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
+    track.add_argument("--profiles-file", default=None)
+    track.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
+    track.add_argument("--out", default="vitron_track", help="folder for overlay.mp4, strip.png and tracks.jsonl")
+
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
     train.add_argument("--stage", required=True,
                        help="a stage name (align, invocation, decoder, grounding, synergy), 'tracker' (SAM 2) or 'all'")
@@ -176,6 +189,88 @@ def _replay(args) -> int:
     return 0
 
 
+def _track(args) -> int:
+    """Stream a video through the tracker: frames are read, tracked and written one at a time."""
+    import dataclasses
+
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from .core.config import load_profile
+    from .core.image_io import save_image
+    from .core.overlay import render_tracks
+    from .core.pipeline import VitronPipeline
+    from .core.tracking.state import ObjectPrompt, ObjectStatus
+
+    profile = load_profile(args.profile, args.profiles_file)
+    prompts = [ObjectPrompt(request=r) for r in args.track]
+    prompts += [ObjectPrompt(box_xyxy=_numbers(b, 4, "--track-box")) for b in args.track_box]
+    if not prompts and not args.ask:
+        raise VitronInputError("track needs --track, --track-box or --ask")
+    if profile.tracker is None:
+        raise VitronInputError(f"profile {profile.name!r} has no tracker section")
+    capture = cv2.VideoCapture(args.video)
+    if not Path(args.video).is_file() or not capture.isOpened():
+        raise VitronInputError(f"cannot open video {args.video}: not a file OpenCV can read")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
+    tracker = pipeline.specialists["tracker"].stream(grounder=pipeline.ground_request)
+    ids = [tracker.add_object(prompt) for prompt in prompts]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer, overlays, clip, frames_read, stride = None, [], [], 0, 1
+    counts = {object_id: dict.fromkeys(ObjectStatus, 0) for object_id in ids}
+    limit = args.max_frames if args.max_frames is not None else total
+    with (out / "tracks.jsonl").open("w") as log, tqdm(total=limit, desc="track", unit="frame") as bar:
+        while args.max_frames is None or frames_read < args.max_frames:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            frames_read += 1
+            bar.update(1)
+            rgb = np.ascontiguousarray(bgr[..., ::-1])
+            if args.ask:
+                clip.append(rgb)
+            if not ids:
+                continue
+            tracks = tracker.step(rgb)
+            log.write(json.dumps(tracks.to_json()) + "\n")
+            for state in tracks.objects:
+                counts[state.object_id][state.status] += 1
+            # small frames are drawn enlarged so ids and labels stay readable
+            image, masks = _legible(rgb, [s.mask for s in tracks.objects])
+            shown = dataclasses.replace(tracks, objects=[dataclasses.replace(s, mask=m)
+                                                         for s, m in zip(tracks.objects, masks, strict=True)])
+            overlay = render_tracks(image, shown)
+            if writer is None:
+                size = (overlay.shape[1], overlay.shape[0])
+                writer = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+            writer.write(np.ascontiguousarray(overlay[..., ::-1]))
+            # the contact sheet needs a few frames spread over the video: keep every stride-th, thinning as it grows,
+            # so a long video never sits in memory
+            if (frames_read - 1) % stride == 0:
+                overlays.append(overlay)
+                if len(overlays) > 40:
+                    overlays, stride = overlays[::2], stride * 2
+    capture.release()
+    if writer is not None:
+        writer.release()
+        picks = sorted({round(i * (len(overlays) - 1) / 4) for i in range(5)})
+        save_image(out / "strip.png", np.concatenate([overlays[i] for i in picks], axis=1))
+        for object_id in ids:
+            seen = ", ".join(f"{status.value} {n}" for status, n in counts[object_id].items())
+            print(f"{object_id} ({tracker.state.objects[object_id].label}): {seen} frame(s)")
+        print(f"wrote {out / 'overlay.mp4'}, {out / 'strip.png'} and {out / 'tracks.jsonl'}")
+    if args.ask:
+        if not clip:
+            raise VitronInputError(f"video {args.video} has no frames")
+        result, _ = pipeline.ask_clip(clip, args.ask)
+        print(f"answer about {len(clip)} frames: {result.answer}")
+    return 0
+
+
 def _progress(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -265,7 +360,8 @@ def _eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "replay": _replay, "models": _models, "train": _train, "eval": _eval}
+        commands = {"query": _query, "replay": _replay, "track": _track, "models": _models, "train": _train,
+                    "eval": _eval}
         return commands[args.command](args)
     except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
         print(f"vitron: error: {exc}", file=sys.stderr)

@@ -58,3 +58,22 @@ def render_overlay(
         cv2.rectangle(out, (x, y - th - base), (x + tw, y), colours[i], thickness=-1)
         cv2.putText(out, label, (x, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
     return out
+
+
+def object_colour_index(object_id: str, order: int) -> int:
+    """A colour that stays with a tracked object while others come and go: its number for generated ids ('obj3')."""
+    digits = "".join(c for c in object_id if c.isdigit())
+    return int(digits) if digits else order
+
+
+def render_tracks(image: np.ndarray, tracks) -> np.ndarray:
+    """A tracker's FrameTracks on its frame: visible objects labelled '<id> <label>', a fixed colour per object."""
+    from .tracking.state import ObjectStatus
+
+    visible = [(i, s) for i, s in enumerate(tracks.objects) if s.status is ObjectStatus.TRACKED]
+    return render_overlay(
+        image,
+        [s.mask for _, s in visible],
+        [f"{s.object_id} {s.label}" for _, s in visible],
+        colour_indices=[object_colour_index(s.object_id, i) for i, s in visible],
+    )

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitronInputError
-from ..core.overlay import render_overlay
+from ..core.overlay import render_tracks
 from ..core.tracking.state import (
     FrameTracks,
     ObjectFrameState,
@@ -61,20 +61,6 @@ def tracks_msg(factory: MessageFactory, tracks: FrameTracks, header) -> Any:
     )
 
 
-def object_colour_index(object_id: str, order: int) -> int:
-    """A colour that stays with an object while others come and go: its number for generated ids ('obj3')."""
-    digits = "".join(c for c in object_id if c.isdigit())
-    return int(digits) if digits else order
-
-
-def tracks_overlay(rgb: np.ndarray, tracks: FrameTracks) -> np.ndarray:
-    """Visible objects drawn with '<id> <label>' (the ids AddObjects returned), colour fixed per object."""
-    visible = [s for s in tracks.objects if s.status is ObjectStatus.TRACKED]
-    colours = [object_colour_index(s.object_id, i) for i, s in enumerate(tracks.objects) if s.status is ObjectStatus.TRACKED]
-    labels = [f"{s.object_id} {s.label}" for s in visible]
-    return render_overlay(rgb, [s.mask for s in visible], labels, colour_indices=colours)
-
-
 @dataclass
 class TrackStep:
     tracks: FrameTracks
@@ -116,7 +102,7 @@ class CameraTracking:
             goal.observe(tracks, frame.header)
         overlay = None
         if self.overlay and tracks.objects:
-            overlay = numpy_to_image(tracks_overlay(frame.rgb, tracks), "rgb8", self.factory, frame.header)
+            overlay = numpy_to_image(render_tracks(frame.rgb, tracks), "rgb8", self.factory, frame.header)
         return TrackStep(tracks, tracks_msg(self.factory, tracks, frame.header), overlay)
 
     def add(self, prompt: ObjectPrompt, object_id: str | None = None) -> str:

@@ -313,7 +313,7 @@ class StreamTracker:
 
     def _prune(self, session, frame_index: int) -> None:
         """Drop what SAM 2 will never read again, so a stream's state stays the same size at frame 10 and 10^6."""
-        oldest = frame_index - self.memory_window
+        oldest = frame_index - self.memory_window + 1  # keep the current frame and the window - 1 before it
         session.processed_frames = {frame_index: session.processed_frames[frame_index]}
         for per_object in session.output_dict_per_obj.values():
             non_cond = per_object["non_cond_frame_outputs"]
