@@ -12,8 +12,8 @@ from vitron_ros.core.training.synergy import reverse_gradient
 
 
 def _stage_loss(trainer, stage, batch_parts):
-    scenes, batch, prompts, _ = batch_parts
-    losses = trainer.model(batch, scenes, prompts, np.random.default_rng(0), stage.synergy_strength)
+    scenes, batch, prompts, _, clips = batch_parts
+    losses = trainer.model(batch, scenes, prompts, np.random.default_rng(0), stage.synergy_strength, clips=clips)
     return sum(w * losses[n] for n, w in stage.losses.items() if n in losses), losses
 
 
@@ -22,6 +22,8 @@ def test_each_stage_loss_falls_on_a_short_run(shapes_recipe, shapes_trainer, nam
     """A few updates on one batch of the stage's own data lower the stage's own objective."""
     trainer = shapes_trainer
     stage = dataclasses.replace(shapes_recipe.stage(name), lr=3e-3)
+    if stage.clip_share:  # its image batches are the synergy stage's; here its batches of clips
+        stage = dataclasses.replace(stage, clip_share=1.0, losses={"text": 1.0})
     snapshot = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     try:
         trainer.model.train()

@@ -75,3 +75,35 @@ def test_sketch_embeddings_match_the_pipeline(shapes_trainer, shapes_pipeline):
     theirs = shapes_pipeline.llm.sketch_embeddings(encoding, [region])
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-4, atol=1e-4)
     assert isinstance(sample.sketches[0], Sketch)
+
+
+def test_packed_clip_questions_match_ask_clip(shapes_trainer, shapes_pipeline):
+    """A clip batch in training gives the same answer logits as the pipeline's ask_clip prompt for that clip."""
+    from vitron_ros.core.shapes.video_instructions import make_video_sample
+    from vitron_ros.core.shapes.world import generate_clip
+
+    trainer, pipeline = shapes_trainer, shapes_pipeline
+    clip = generate_clip(11, frames=16)
+    sampled = trainer.clip_sampling.indices(16)
+    rng = np.random.default_rng(1)
+    sample = make_video_sample(clip, sampled, rng, kind="count")
+    frames = np.stack([clip.frames[i] for i in sampled])
+    batch = trainer.clip_packer.pack([frames], [[sample]])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        features = model.video_features(torch.as_tensor(frames[None]))
+        hidden = model._language(batch, [None], features)[0]
+        got = model.llava.lm_head(hidden[torch.as_tensor(batch.label_position)])
+    encoding = pipeline.llm.encode_video(list(frames))
+    torch.testing.assert_close(features[0], encoding.features, rtol=1e-4, atol=1e-4)
+    # ask_clip's prompt (frames sampled the same way) + the teacher-forced answer: same next-token logits
+    query = pipeline._begin(clip.frames[0], sample.request, [], None, video=list(frames))
+    reply_ids = pipeline.llm.encode_reply(" " + sample.reply)
+    with torch.no_grad():
+        reply = pipeline.llm._embed(torch.as_tensor(reply_ids))
+        full = torch.cat([query.prompt.embeds, reply])[None]
+        out = pipeline.llm.model.model.language_model(inputs_embeds=full).last_hidden_state[0]
+        start = query.prompt.token_count - 1
+        expected = pipeline.llm.model.lm_head(out[start : start + len(reply_ids)])
+    assert list(batch.label_token) == reply_ids + [pipeline.llm.tokenizer.eos_token_id]
+    torch.testing.assert_close(got[: len(reply_ids)], expected, rtol=1e-3, atol=1e-3)

@@ -277,13 +277,18 @@ class VitronNode(LifecycleNode):
             goal_handle.publish_feedback(Ask.Feedback(stage=stage, partial_text=text))
 
         answer = self._answer_or_error(goal_handle.request, progress)
+        self._end_goal(goal_handle, answer)
+        return Ask.Result(answer=answer)
+
+    @staticmethod
+    def _end_goal(goal_handle, answer: Answer) -> None:
+        """An answering goal ends cancelled (on request), aborted (with answer.error) or succeeded."""
         if goal_handle.is_cancel_requested and answer.error == "cancelled":
             goal_handle.canceled()
         elif answer.error:
             goal_handle.abort()
         else:
             goal_handle.succeed()
-        return Ask.Result(answer=answer)
 
     def _publish_tracks(self, step: TrackStep) -> None:
         """Called by a camera's tracking thread for every frame it tracked."""
@@ -335,14 +340,8 @@ class VitronNode(LifecycleNode):
         if outcome.outputs is not None:
             for topic, (_, msg) in outcome.outputs.by_topic().items():
                 self._outputs[topic].publish(msg)
-        answer = outcome.answer
-        if goal_handle.is_cancel_requested and answer.error == "cancelled":
-            goal_handle.canceled()
-        elif answer.error:
-            goal_handle.abort()
-        else:
-            goal_handle.succeed()
-        return VideoQuery.Result(answer=answer, clip_tracks=outcome.clip_tracks, clip_frames=outcome.clip_frames)
+        self._end_goal(goal_handle, outcome.answer)
+        return VideoQuery.Result(answer=outcome.answer, clip_tracks=outcome.clip_tracks, clip_frames=outcome.clip_frames)
 
     def _publish_diagnostics(self) -> None:
         header = self.factory.new("std_msgs/msg/Header")

@@ -1,10 +1,12 @@
 """`vitron eval --suite video`: DAVIS J&F on held-out moving-shapes clips.
 
-Two protocols, both through the product's own code:
+Through the product's own code:
 - semi-supervised VOS (DAVIS 2017): each object's true first-frame mask starts a live-stream tracker
   (`StreamTracker`, frames fed one at a time); scored without the first and last frames, as DAVIS scores.
 - language-referred VOS: "segment the <colour> <shape>." goes through `VitronPipeline.ask_clip` (video encoder,
   LLM, segmenter on the key frame, tracker through the clip); scored on every frame, the first included.
+- clip questions: one of each type (which way an object moved, how many objects, a colour, a shape) through
+  `ask_clip`, exact match of the normalised answer.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import time
 
 import numpy as np
 
+from ..shapes.instructions import normalise_answer
+from ..shapes.video_instructions import VIDEO_QA_TYPES, make_video_sample
 from ..shapes.world import generate_clip
 from ..tracking.state import ObjectPrompt
+from ..video import ClipSampling
 from .davis import DavisSummary, score_sequence
 
 EVAL_SEED_BASE = 2_000_000_000  # training clips come from seeds below 1e9
@@ -35,6 +40,8 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
     if tracker_specialist is None:
         raise ValueError(f"profile {pipeline.profile_name!r} has no tracker to evaluate")
     vos_scores, referring_scores, step_seconds = [], [], []
+    answers: dict[str, list[bool]] = {kind: [] for kind in VIDEO_QA_TYPES}
+    sampled = ClipSampling().indices(frames)
     for n in tqdm(range(clips), desc="video eval", unit="clip", disable=not progress):
         clip = generate_clip(seed_base + n, frames=frames)
         truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]
@@ -60,12 +67,23 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
                 else:  # nothing grounded: an empty prediction in every frame
                     masks = [np.zeros_like(truths[k][0])] * frames
                 referring_scores.append(score_sequence(masks, truths[k], skip_ends=False))
+        # 3. Questions about the clip
+        for kind in VIDEO_QA_TYPES:
+            sample = make_video_sample(clip, sampled, np.random.default_rng([seed_base + n, 1]), kind=kind)
+            if sample is not None:
+                result, _ = pipeline.ask_clip(clip.frames, sample.request)
+                answers[kind].append(normalise_answer(result.answer) == sample.answer)
     vos, ref = DavisSummary.of(vos_scores), DavisSummary.of(referring_scores)
     return {
         "clips": clips,
         "frames_per_clip": frames,
         "vos": {"j": vos.j_mean, "f": vos.f_mean, "j_and_f": vos.j_and_f, "objects": vos.objects},
         "referring": {"j": ref.j_mean, "f": ref.f_mean, "j_and_f": ref.j_and_f, "objects": ref.objects},
+        "clip_qa": {
+            "accuracy": float(np.mean([a for values in answers.values() for a in values])) if any(answers.values())
+            else 0.0,
+            "by_type": {kind: (float(np.mean(v)) if v else None, len(v)) for kind, v in answers.items()},
+        },
         "tracker_ms_per_frame": {
             "mean": 1000 * float(np.mean(step_seconds)),
             "median": 1000 * float(np.median(step_seconds)),
@@ -83,5 +101,8 @@ def format_video_report(report: dict) -> str:
         (f"  language-referred VOS:                 J {ref['j']:.3f}  F {ref['f']:.3f}  J&F {ref['j_and_f']:.3f}"
          f"  ({ref['objects']} objects)"),
         f"  tracker step: {ms['mean']:.1f} ms mean, {ms['median']:.1f} ms median per frame (all objects)",
+        f"  clip questions: {report['clip_qa']['accuracy']:.3f} ("
+        + ", ".join(f"{kind} {acc:.2f} of {n}" for kind, (acc, n) in report["clip_qa"]["by_type"].items() if n)
+        + ")",
     ]
     return "\n".join(lines)

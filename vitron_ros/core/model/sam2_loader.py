@@ -6,13 +6,11 @@ saved with `save_pretrained` and loaded by `load_sam2_video`, so tests exercise 
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ..errors import CheckpointLoadError
 from .vitron_llm import resolve_model_path
+from .weights import replacing_folder
 
 
 def tiny_sam2_config(image_size: int = 128):
@@ -88,26 +86,11 @@ def build_tiny_sam2(folder: Path, image_size: int = 128, seed: int = 0, progress
 
     folder = Path(folder)
     progress(f"building tiny SAM 2 (random weights) -> {folder}")
-    folder.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     model = Sam2VideoModel(tiny_sam2_config(image_size))
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".staging-"))
-    try:
+    with replacing_folder(folder) as staging:
         model.save_pretrained(staging)
         tiny_sam2_processor(image_size).save_pretrained(staging)
-        readable_by_all(staging)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def readable_by_all(folder: Path) -> None:
-    """mkdtemp folders are private (0700); a checkpoint is shipped and installed, so anyone may read it."""
-    folder.chmod(0o755)
-    for path in folder.iterdir():
-        path.chmod(0o644)
 
 
 def load_sam2_video(model: str, revision: str | None = None, device: str = "cpu", dtype: str = "float16",

@@ -7,7 +7,6 @@ so the pipeline loads it through exactly the code that loads published checkpoin
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from ..config import ProfileConfig, TinyBuildConfig
 from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
 from .heads import HeadsConfig, build_heads, save_heads
 from .sam_loader import TINY_PROMPT_DIM, build_sam
+from .weights import replacing_folder
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, SKETCH_TOKEN, "[SEG]"]
 
@@ -155,20 +155,13 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
         os.replace(handle.name, sam_path)
     if not (llm_path / "config.json").is_file():
         progress(f"building tiny LLaVA + VITRON heads (random weights) -> {llm_path}")
-        llm_path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=llm_path.parent, prefix=".staging-"))
-        try:
+        with replacing_folder(llm_path) as staging:
             hidden = build_tiny_llava(cfg, staging)
             torch.manual_seed(cfg.seed + 1)
             heads = build_heads(
                 HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM, synergy_dim=cfg.synergy_dim)
             )
             save_heads(heads, staging)
-            if llm_path.exists():
-                shutil.rmtree(llm_path)
-            os.replace(staging, llm_path)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
     if profile.tracker is not None and not (Path(profile.tracker.model) / "config.json").is_file():
         from .sam2_loader import build_tiny_sam2
 

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import CheckpointLoadError, CheckpointNotFoundError
@@ -42,3 +46,30 @@ def load_strict(module, state: dict, source: str) -> None:
         problems.append(f"{len(result.unexpected_keys)} unexpected keys (e.g. {result.unexpected_keys[:3]})")
     if problems:
         raise CheckpointLoadError(f"checkpoint {source} does not match the architecture: {'; '.join(problems)}")
+
+
+def readable_by_all(path: Path) -> None:
+    """tempfile creates 0600 files and 0700 folders; checkpoints are shared (other users, a ROS node's account)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~umask)
+    if path.is_dir():
+        for child in path.rglob("*"):
+            os.chmod(child, (0o755 if child.is_dir() else 0o644) & ~umask)
+
+
+@contextmanager
+def replacing_folder(destination: Path) -> Iterator[Path]:
+    """A staging folder beside `destination` to write a checkpoint into; once the block succeeds it replaces
+    `destination`, readable by all. An interrupted write never leaves a half-written checkpoint that loads as corrupt."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=destination.parent, prefix=".staging-"))
+    try:
+        yield staging
+        readable_by_all(staging)
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -135,13 +135,25 @@ class TrainableVitron(nn.Module):
         )
         return torch.stack(list(out.pooler_output))
 
+    def video_features(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, T, H, W, 3) uint8 frames -> (B, N + T, D): VitronLLM.encode_video's pooling, batched."""
+        b, t = clips.shape[:2]
+        frames = self.image_features(clips.flatten(0, 1))
+        frames = frames.view(b, t, *frames.shape[1:])
+        return torch.cat([frames.mean(dim=1), frames.mean(dim=2)], dim=1)
+
     def sam_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return self.sam.image_encoder(self.sam.preprocess(images.permute(0, 3, 1, 2).float()))
 
     # -- forward -----------------------------------------------------------------------------------------------
     def forward(self, batch: PackedBatch, scenes: list[Scene], prompts: list[UserPrompt], rng: np.random.Generator,
-                synergy_strength: float = 0.0, need_masks: bool = True) -> dict[str, torch.Tensor]:
+                synergy_strength: float = 0.0, need_masks: bool = True, clips: np.ndarray | None = None,
+                ) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
+        if clips is not None:  # a batch of clips: questions about them, text loss only
+            features = self.video_features(torch.as_tensor(clips))
+            losses["text"] = self._text_loss(batch, self._language(batch, scenes, features))
+            return losses
         images = torch.as_tensor(np.stack([s.image for s in scenes]))
         features = self.image_features(images)
         losses["aux_vision"] = self._aux_loss(self.aux_vision(features), scenes, self.vision_patch)

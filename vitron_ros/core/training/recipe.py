@@ -9,11 +9,14 @@ from pathlib import Path
 from ..config import build_checked, read_yaml
 from ..errors import VitronInputError
 from ..shapes.instructions import TASKS
+from ..shapes.video_instructions import VIDEO_TASKS
 from .model import MODULE_GROUPS
 from .tracker_training import TrackerTrainConfig
 
 LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
-STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy")  # VITRON's five stages, in order
+# VITRON's five stages in order, then `video`: questions about clips through the video encoder (the paper trains
+# video data within its stages; here the still-image model is taught clips afterwards, as a sixth stage)
+STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy", "video")
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class StageConfig:
     lr: float = 1e-3
     user_prompts: int = 0  # point/box/scribble segmenter prompts per scene (sketch path)
     synergy_strength: float = 0.0  # gradient-reversal strength of the task discriminator (0: synergy off)
+    clip_share: float = 0.0  # fraction of updates that are batches of clips (their tasks: clip_tasks)
+    clip_tasks: dict[str, float] | None = None  # task -> weight for clip batches, e.g. {video_qa: 1.0}
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,11 @@ def stage_from_dict(raw: dict, where: str) -> StageConfig:
     for task in stage.tasks:
         if task not in TASKS:
             raise VitronInputError(f"{where}.tasks: unknown task {task!r}; tasks are {TASKS}")
+    for task in stage.clip_tasks or {}:
+        if task not in VIDEO_TASKS:
+            raise VitronInputError(f"{where}.clip_tasks: unknown task {task!r}; clip tasks are {VIDEO_TASKS}")
+    if not 0.0 <= stage.clip_share <= 1.0 or (stage.clip_share > 0) != bool(stage.clip_tasks):
+        raise VitronInputError(f"{where}: clip_share must be in [0, 1] and set together with clip_tasks")
     for group in stage.train:
         if group not in MODULE_GROUPS:
             raise VitronInputError(f"{where}.train: unknown group {group!r}; groups are {MODULE_GROUPS}")

@@ -25,13 +25,17 @@ import torch
 from ..config import ProfileConfig, load_profile
 from ..conversation import SYSTEM_PROMPT
 from ..errors import VitronInputError
+from ..model.weights import readable_by_all, replacing_folder
 from ..shapes.instructions import make_sample
-from ..shapes.world import generate_scene
+from ..shapes.video_instructions import make_video_sample
+from ..shapes.world import generate_clip, generate_scene
+from ..video import ClipSampling
 from .model import TrainableVitron, user_prompts
 from .packing import Packer
 from .recipe import STAGE_NAMES, StageConfig, TrainConfig
 
 TRAIN_SEED_LIMIT = 1_000_000_000  # training scenes use seeds below this; evaluation uses seeds above it
+CLIP_FRAMES = 16  # frames per training clip; the video encoder sees ClipSampling().frames of them
 
 
 def relocated(profile: ProfileConfig, folder: str | os.PathLike) -> ProfileConfig:
@@ -86,18 +90,8 @@ def save_state(state: dict, path: Path) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as handle:
         pass
     save_file(tensors, handle.name)
-    _readable_by_all(Path(handle.name))
+    readable_by_all(Path(handle.name))
     os.replace(handle.name, path)
-
-
-def _readable_by_all(path: Path) -> None:
-    """tempfile creates 0600 files and 0700 folders; checkpoints are shared (other users, a ROS node's account)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o755 if path.is_dir() else 0o644) & ~umask)
-    if path.is_dir():
-        for child in path.rglob("*"):
-            os.chmod(child, (0o755 if child.is_dir() else 0o644) & ~umask)
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:
@@ -110,20 +104,11 @@ def export_profile(model: TrainableVitron, processor, profile: ProfileConfig) ->
     """Write the trained parts where `profile` loads them: LLaVA folder (+ VITRON heads) and SAM safetensors."""
     from ..model.heads import save_heads
 
-    llm_path, sam_path = Path(profile.llm.model), Path(profile.segmenter.checkpoint)
-    llm_path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=llm_path.parent, prefix=".staging-"))
-    try:
+    with replacing_folder(Path(profile.llm.model)) as staging:
         model.llava.save_pretrained(staging)
         processor.save_pretrained(staging)
         save_heads(model.heads, staging)
-        _readable_by_all(staging)
-        if llm_path.exists():
-            shutil.rmtree(llm_path)
-        os.replace(staging, llm_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    save_state(model.sam.state_dict(), sam_path)
+    save_state(model.sam.state_dict(), Path(profile.segmenter.checkpoint))
 
 
 class Trainer:
@@ -149,6 +134,9 @@ class Trainer:
         system = self.profile.llm.system_prompt or SYSTEM_PROMPT
         grid = self.profile.tiny.vision_image_size // self.profile.tiny.vision_patch_size
         self.packer = Packer(self.processor.tokenizer, system, grid * grid)
+        # clips: the grid of time-pooled patches, then one token per sampled frame
+        self.clip_sampling = ClipSampling()
+        self.clip_packer = Packer(self.processor.tokenizer, system, grid * grid + self.clip_sampling.frames)
         self.scene_size = self.profile.tiny.vision_image_size
 
     def _say(self, text: str) -> None:
@@ -185,8 +173,11 @@ class Trainer:
         load_state(self.model, self.stage_dir(previous) / "final.safetensors")
 
     def make_batch(self, stage: StageConfig, step: int):
+        """(scenes, packed batch, user prompts, rng, clip frames or None) for update `step` of `stage`."""
         stage_index = STAGE_NAMES.index(stage.name)
         rng = np.random.default_rng([self.config.seed, stage_index, step])
+        if stage.clip_share and rng.random() < stage.clip_share:
+            return self.make_clip_batch(stage, rng)
         tasks = list(stage.tasks)
         weights = np.asarray([stage.tasks[t] for t in tasks], float)
         weights /= weights.sum()
@@ -202,7 +193,20 @@ class Trainer:
                 scenes.append(scene)
                 samples.append(turns)
         prompts = user_prompts(scenes, rng, stage.user_prompts) if stage.user_prompts else []
-        return scenes, self.packer.pack(scenes, samples), prompts, rng
+        return scenes, self.packer.pack(scenes, samples), prompts, rng, None
+
+    def make_clip_batch(self, stage: StageConfig, rng: np.random.Generator):
+        """Questions about moving-shapes clips; the frames the video encoder sees are sampled as ask_clip samples."""
+        frames = CLIP_FRAMES
+        sampled = self.clip_sampling.indices(frames)
+        clips, samples = [], []
+        while len(clips) < self.config.batch_scenes:
+            clip = generate_clip(int(rng.integers(TRAIN_SEED_LIMIT)), frames=frames, size=self.scene_size)
+            turns = [t for _ in range(self.config.turns_per_scene) if (t := make_video_sample(clip, sampled, rng))]
+            if turns:
+                clips.append(np.stack([clip.frames[i] for i in sampled]))
+                samples.append(turns)
+        return [None] * len(clips), self.clip_packer.pack(clips, samples), [], rng, np.stack(clips)
 
     def _optimiser(self, stage: StageConfig):
         groups = self.model.groups()
@@ -251,10 +255,10 @@ class Trainer:
         bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}",
                    disable=not self.progress, dynamic_ncols=True)
         for step in bar:
-            scenes, batch, prompts, rng = self.make_batch(stage, step)
+            scenes, batch, prompts, rng, clips = self.make_batch(stage, step)
             for group in optimiser.param_groups:
                 group["lr"] = self._lr(stage, step)
-            losses = self.model(batch, scenes, prompts, rng, stage.synergy_strength, need_masks=need_masks)
+            losses = self.model(batch, scenes, prompts, rng, stage.synergy_strength, need_masks=need_masks, clips=clips)
             total = sum(weight * losses[name] for name, weight in stage.losses.items() if name in losses)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
