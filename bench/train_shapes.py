@@ -1,11 +1,12 @@
 """The full `shapes` training run, its held-out evaluation, and the synergy ablation, with the figures printed.
 
-    .venv/bin/python bench/train_shapes.py                      # train all five stages from scratch (43 min measured, 2 cores)
+    .venv/bin/python bench/train_shapes.py                      # train all six stages from scratch (53 min measured, 2 cores)
     .venv/bin/python bench/train_shapes.py --skip-train         # evaluate an existing run's work dir
     .venv/bin/python bench/train_shapes.py --export             # also write the result over models/shapes
 
 The ablation trains stage 5 a second time from the same stage-4 weights, for the same number of updates on the
-same data, with the synergy losses and the gradient reversal switched off, and evaluates both on the same scenes.
+same data, with the synergy losses and the gradient reversal switched off, and evaluates both stage-5 results on the
+same scenes; the final (stage 6) model is evaluated too. The SAM 2 tracker trains separately (`--stage tracker`).
 """
 
 from __future__ import annotations
@@ -66,13 +67,19 @@ def main() -> int:
     for name, value in seconds.items():
         print(f"  stage {name:<11} {steps.get(name, 0):>5} updates  {value / 60:6.1f} min  {steps.get(name, 1) / value:5.2f} updates/s")
     print(f"  total                          {sum(seconds.values()) / 60:6.1f} min")
-    trainer.export()
     if args.export:
         trainer.export(profile)
 
     reports = {}
+    trainer.export()
+    final = VitronPipeline.from_profile(trainer.profile, progress=lambda *_: None)
+    reports["final"] = evaluate_shapes(final, scenes=args.scenes, progress=True)
+    print("the final model (every stage)")
+    print(format_report(reports["final"]))
+    trainer.export(stage="synergy")
     with_synergy = VitronPipeline.from_profile(trainer.profile, progress=lambda *_: None)
     reports["synergy"] = evaluate_shapes(with_synergy, scenes=args.scenes, progress=True)
+    print("stage 5 with the synergy module")
     print(format_report(reports["synergy"]))
 
     if not args.no_ablation:

@@ -284,13 +284,16 @@ class Trainer:
             (folder / leftover).unlink(missing_ok=True)
         return log
 
-    def export(self, profile: ProfileConfig | None = None) -> ProfileConfig:
-        """Export the last finished stage into `profile`'s checkpoint paths (default: the recipe's profile)."""
+    def export(self, profile: ProfileConfig | None = None, stage: str | None = None) -> ProfileConfig:
+        """Export a finished stage (default: the last one) into `profile`'s checkpoint paths (default: the recipe's)."""
         profile = profile or self.profile
         finished = [s.name for s in self.config.stages if self.is_done(s.name)]
         if not finished:
             raise VitronInputError("no stage has finished yet; nothing to export")
-        load_state(self.model, self.stage_dir(finished[-1]) / "final.safetensors")
+        stage = stage or finished[-1]
+        if stage not in finished:
+            raise VitronInputError(f"stage {stage!r} has not finished; finished stages: {finished}")
+        load_state(self.model, self.stage_dir(stage) / "final.safetensors")
         export_profile(self.model.eval(), self.processor, profile)
-        self._say(f"exported stage {finished[-1]!r} -> {profile.llm.model} and {profile.segmenter.checkpoint}")
+        self._say(f"exported stage {stage!r} -> {profile.llm.model} and {profile.segmenter.checkpoint}")
         return profile
