@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # The main job, offline, on the shipped `shapes` profile (the tiny VITRON trained on ShapesWorld): a referring
 # segmentation request and a question about assets/shapes_scene.png, a held-out ShapesWorld scene with two blue
-# squares (the relation decides which one), then the tracker following that square through a clip.
-# Prints the answers and masks and writes demo_out/overlay.png, demo_out/result.json (and demo_out/question/).
+# circles (the relation decides which one); then a held-out clip streamed through the tracker from a request,
+# with a question about the clip.
+# Prints the answers and masks and writes demo_out/overlay.png, demo_out/result.json (and demo_out/question/), and
+# demo_out/track/ (overlay.mp4, strip.png, tracks.jsonl).
+# assets/shapes_clip.avi is generate_clip(2_000_000_705, frames=30), written losslessly (FFV1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export VITRON_CACHE=${VITRON_CACHE:-$PWD/.venv/vitron_cache}
-.venv/bin/vitron query assets/shapes_scene.png "segment the blue square left of the yellow circle." \
+.venv/bin/vitron query assets/shapes_scene.png "segment the blue circle right of the green square." \
   --profile shapes --out demo_out "$@"
 .venv/bin/vitron query assets/shapes_scene.png "how many objects are there?" \
   --profile shapes --out demo_out/question "$@"
+.venv/bin/vitron track assets/shapes_clip.avi --track "the red circle" --ask "how many objects are in the video?" \
+  --profile shapes --out demo_out/track "$@"

@@ -12,12 +12,14 @@ from vitron_ros.core.shapes.world import generate_scene
 
 from .conftest import REPO
 
-DEMO_SEED = 2_000_000_481  # assets/shapes_scene.png is generate_scene(DEMO_SEED): a held-out seed
-DEMO_REQUEST = "segment the blue square left of the yellow circle."
-TRACK_CLIP_SEED = 2_000_000_683  # held-out
-TRACK_CLIP_FLOOR = 0.0
-VIDEO_VOS_FLOOR = 0.0
-VIDEO_QA_FLOOR = 0.0
+DEMO_SEED = 2_000_000_630  # assets/shapes_scene.png is generate_scene(DEMO_SEED): a held-out seed
+DEMO_REQUEST = "segment the blue circle right of the green square."
+TRACK_CLIP_SEED = 2_000_000_683  # held-out, three shapes
+# Floors under what the shipped models measure (this clip's J&F 0.51; the 6-clip suite: VOS J&F 0.51, clip answers
+# 0.48) and far above what an untrained tracker or a stage-5 LLM give (clip answers 0.00).
+TRACK_CLIP_FLOOR = 0.40
+VIDEO_VOS_FLOOR = 0.40
+VIDEO_QA_FLOOR = 0.30
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +43,12 @@ def test_demo_request_is_answered_with_the_right_mask(shapes_pipeline_shipped):
     scene = generate_scene(DEMO_SEED)
     result, _ = shapes_pipeline_shipped(scene.image, DEMO_REQUEST)
     assert not result.errors, result.errors
-    squares = sorted((o for o in scene.objects if o.name == "blue square"), key=lambda o: o.centre_xy[0])
-    circle = next(o for o in scene.objects if o.name == "yellow circle")
-    assert len(squares) == 2 and squares[0].centre_xy[0] < circle.centre_xy[0] < squares[1].centre_xy[0]
-    target = squares[0]  # two blue squares: only the relation picks this one
+    circles = sorted((o for o in scene.objects if o.name == "blue circle"), key=lambda o: o.centre_xy[0])
+    square = next(o for o in scene.objects if o.name == "green square")
+    assert len(circles) == 2 and circles[0].centre_xy[0] < square.centre_xy[0] < circles[1].centre_xy[0]
+    target = circles[1]  # two blue circles: only the relation picks this one
     assert len(result.masks) == 1 and iou(result.masks[0].mask, target.mask) >= 0.75
-    assert result.invocations[0].instruction == "the blue square left of the yellow circle"
+    assert result.invocations[0].instruction == "the blue circle right of the green square"
     answer, _ = shapes_pipeline_shipped(scene.image, "how many objects are there?")
     assert answer.answer.strip() == str(len(scene.objects))
 
@@ -110,7 +112,6 @@ def test_trained_tracker_follows_a_shape_through_a_video_the_test_writes(tmp_pat
     lines = [json.loads(line) for line in (out / "tracks.jsonl").read_text().splitlines()]
     masks = [rle_decode(line["objects"][0]["rle"]) for line in lines]
     score = score_sequence(masks, [clip.masks[t][target] for t in range(20)])
-    # Floor under what the shipped tracker measures on this clip (J&F 0.xx); random weights give ~0.
     assert score.j_and_f >= TRACK_CLIP_FLOOR, score
 
 

@@ -64,6 +64,13 @@ def test_clip_moves_shapes_and_keeps_masks_per_frame():
             assert (frame[mask] == COLOURS[spec.colour]).all()
 
 
+def test_twin_clips_hold_look_alike_shapes_that_move_apart():
+    for seed in range(10):
+        clip = generate_clip(seed, frames=4, twins=True)
+        assert len(clip.specs) >= 2 and len({(s.colour, s.shape) for s in clip.specs}) == 1
+        assert len({s.extent for s in clip.specs}) == len(clip.specs)  # sizes still differ: the rest is position
+
+
 @pytest.mark.parametrize("seed", range(30))
 def test_referring_phrases_single_out_their_object(seed):
     scene = generate_scene(seed)

@@ -102,3 +102,30 @@ def test_track_cli_streams_a_video_and_writes_overlays_and_per_frame_tracks(tiny
     assert "track needs --track, --track-box or --ask" in capsys.readouterr().err
     assert main(["track", str(tmp_path / "missing.avi"), "--track", "the mug", "--profile", "tiny"]) == 2
     assert "cannot open video" in capsys.readouterr().err
+
+
+def test_clip_questions_have_the_answers_the_clip_shows():
+    from vitron_ros.core.invocation import parse_reply
+    from vitron_ros.core.shapes.video_instructions import make_video_sample, motion_word
+    from vitron_ros.core.shapes.world import generate_clip
+
+    sampled = ClipSampling().indices(16)
+    directions = 0
+    for seed in range(40):
+        clip = generate_clip(seed, frames=16)
+        rng = np.random.default_rng(seed)
+        count = make_video_sample(clip, sampled, rng, kind="count")
+        assert count.answer == str(len(clip.specs))
+        direction = make_video_sample(clip, sampled, rng, kind="direction")
+        if direction is not None:
+            directions += 1
+            name = direction.request.removeprefix("which way did ").removesuffix(" move?")
+            k = next(i for i, s in enumerate(clip.specs) if f"the {s.colour} {s.shape}" == name)
+            (x0, y0), (x1, y1) = clip.tracks[sampled[0]][k], clip.tracks[sampled[-1]][k]
+            moved = {"left": x0 - x1, "right": x1 - x0, "up": y0 - y1, "down": y1 - y0}[direction.answer]
+            assert moved >= 0.12 * 64 and direction.answer == motion_word(clip, k, sampled[0], sampled[-1])
+        referring = make_video_sample(clip, sampled, rng, kind="referring")
+        if referring is not None:
+            parsed = parse_reply(referring.reply, (64, 64), {"segmenter": {"segmentation", "everything"}})
+            assert not parsed.errors and parsed.invocations[0].instruction == referring.answer
+    assert directions >= 10  # the generator does produce clear-cut motion questions

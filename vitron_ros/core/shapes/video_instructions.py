@@ -4,6 +4,8 @@
     count      "how many objects are in the video?"   -> "2"
     colour     "what colour is the square?"           -> "blue"   (the only square)
     shape      "what shape is the red object?"        -> "circle" (the only red object)
+    referring  "segment the red circle."              -> the segmenter invocation with its box in the first frame
+               (video referring segmentation: the pipeline grounds it on the key frame and tracks it through the clip)
 
 Direction compares the object's centre in the first and last frames the video encoder sees; it is asked only where
 one axis dominates (moved at least MIN_TRAVEL of the side along it, and twice as far as along the other), so every
@@ -14,11 +16,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .instructions import Sample, normalise_answer
+from ..masks import mask_to_box
+from .instructions import Sample, format_box, normalise_answer
 from .world import Clip
 
 VIDEO_TASKS = ("video_qa",)
 VIDEO_QA_TYPES = ("direction", "count", "colour", "shape")
+VIDEO_KINDS = (*VIDEO_QA_TYPES, "referring")  # what clip batches train on
 MIN_TRAVEL = 0.12  # fraction of the image side
 
 
@@ -43,9 +47,20 @@ def motion_word(clip: Clip, index: int, first: int, last: int) -> str | None:
 
 def make_video_sample(clip: Clip, sampled: list[int], rng: np.random.Generator, kind: str | None = None) -> Sample | None:
     """One question about the frames `sampled` (indices into the clip) of `clip`, or None when none fits."""
-    kind = kind or VIDEO_QA_TYPES[int(rng.integers(len(VIDEO_QA_TYPES)))]
+    kind = kind or VIDEO_KINDS[int(rng.integers(len(VIDEO_KINDS)))]
     specs = clip.specs
     made = None
+    if kind == "referring":
+        first = clip.masks[sampled[0]]
+        options = [k for k in range(len(specs)) if clip_name(clip, k) and first[k].sum() >= 4]
+        if not options:
+            return None
+        k = options[int(rng.integers(len(options)))]
+        name = clip_name(clip, k)
+        box = format_box(mask_to_box(first[k]), first[k].shape)
+        reply = f"<module>segmenter</module> <instruction>segmentation: {name}</instruction> <Region>{box}</Region> [SEG]"
+        # task "referring": packing files its [SEG] like a still image's (clip batches train the text only)
+        return Sample("referring", "video", f"segment {name}.", reply, answer=name, seg_targets=[k], box_targets=[k])
     if kind == "direction":
         options = []
         for k in range(len(specs)):
@@ -66,7 +81,7 @@ def make_video_sample(clip: Clip, sampled: list[int], rng: np.random.Generator, 
             spec = options[int(rng.integers(len(options)))]
             made = (f"what shape is the {spec.colour} object?", spec.shape)
     else:
-        raise ValueError(f"unknown video question type {kind!r}; types are {VIDEO_QA_TYPES}")
+        raise ValueError(f"unknown video sample kind {kind!r}; kinds are {VIDEO_KINDS}")
     if made is None:
         return None
     request, answer = made

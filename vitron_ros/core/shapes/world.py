@@ -220,16 +220,21 @@ def generate_scene(seed: int, size: int = 64, min_objects: int = 1, max_objects:
     return Scene(image=image, objects=objects, background=background_kind, seed=seed)
 
 
-def generate_clip(seed: int, frames: int = 8, size: int = 64, max_objects: int = 3, speed: float = 0.04) -> Clip:
+def generate_clip(seed: int, frames: int = 8, size: int = 64, max_objects: int = 3, speed: float = 0.04,
+                  twins: bool = False) -> Clip:
     """Shapes moving at constant velocity and bouncing off the borders; they may pass in front of each other.
 
     A shape can be hidden entirely in some frames (its mask is then empty): trackers must cope with that.
+    `twins`: 2 to max_objects shapes of one colour and one kind, so only where an object was tells it apart (what
+    makes a tracker use its memory instead of segmenting whatever looks right).
     """
     rng, background_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
-    count = int(rng.integers(1, max_objects + 1))
+    count = int(rng.integers(2 if twins else 1, max(max_objects, 2 if twins else 1) + 1))
     background_kind = str(rng.choice(BACKGROUNDS))
     background = render_background(background_kind, size, background_rng)
     specs = [_sample_spec(rng) for _ in range(count)]
+    if twins:
+        specs = [_sample_spec(rng, specs[0].colour, specs[0].shape) if k else specs[0] for k in range(count)]
     velocity = rng.uniform(-speed, speed, size=(count, 2))
     clip = Clip(frames=[], masks=[], specs=list(specs), background=background_kind, seed=seed)
     current = list(specs)
