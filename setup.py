@@ -21,6 +21,7 @@ setup(
         # The trained `shapes` profile ships with the package (~12 MB), so it runs offline out of the box.
         (f"share/{PACKAGE}/models/shapes", glob("models/shapes/*.safetensors")),
         (f"share/{PACKAGE}/models/shapes/llava", glob("models/shapes/llava/*")),
+        (f"share/{PACKAGE}/models/shapes/sam2", glob("models/shapes/sam2/*")),
     ],
     python_requires=">=3.10",
     install_requires=[
