@@ -18,7 +18,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        # The trained `shapes` profile ships with the package (~12 MB), so it runs offline out of the box.
+        # The trained `shapes` profile ships with the package (18 MB with its SAM 2 tracker): it runs offline.
         (f"share/{PACKAGE}/models/shapes", glob("models/shapes/*.safetensors")),
         (f"share/{PACKAGE}/models/shapes/llava", glob("models/shapes/llava/*")),
         (f"share/{PACKAGE}/models/shapes/sam2", glob("models/shapes/sam2/*")),
