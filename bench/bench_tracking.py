@@ -99,7 +99,7 @@ def stream_bench(profile_name: str, frames: int, device: str, unbounded: bool = 
           f"prompted-frame outputs (memory window {tracker.memory_window})")
 
 
-def sam2_size_bench(device: str, frames: int) -> None:
+def sam2_size_bench(device: str, frames: int, sizes: list[str]) -> None:
     """Published SAM 2.1 sizes with random weights: streaming FPS on 1024-px frames, one object."""
     import torch
     from transformers import Sam2VideoConfig, Sam2VideoModel
@@ -127,7 +127,7 @@ def sam2_size_bench(device: str, frames: int) -> None:
     }
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     frame = moving_frames(frames + 10, 1024, 1024)
-    for name, backbone in hiera.items():
+    for name, backbone in ((n, hiera[n]) for n in sizes):
         channels = list(reversed(backbone["embed_dim_per_stage"]))
         config = Sam2VideoConfig(vision_config=dict(
             model_type="sam2_vision_model", backbone_channel_list=channels,
@@ -158,6 +158,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sam2-sizes", action="store_true", help="time the published SAM 2.1 sizes instead")
+    parser.add_argument("--sizes", default="tiny,small,base-plus,large", help="SAM 2.1 sizes for --sam2-sizes")
     parser.add_argument("--unbounded", action="store_true",
                         help="switch pruning off, to see what the bounded window saves")
     args = parser.parse_args()
@@ -165,7 +166,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     if args.sam2_sizes:
-        sam2_size_bench(args.device, min(args.frames, 100))
+        sam2_size_bench(args.device, min(args.frames, 100), args.sizes.split(","))
     else:
         stream_bench(args.profile, args.frames, args.device, args.unbounded)
 

@@ -1,6 +1,6 @@
 """The full `shapes` training run, its held-out evaluation, and the synergy ablation, with the figures printed.
 
-    .venv/bin/python bench/train_shapes.py                      # train all six stages from scratch (53 min measured, 2 cores)
+    .venv/bin/python bench/train_shapes.py                      # train all six stages from scratch (50 min measured, 2 cores)
     .venv/bin/python bench/train_shapes.py --skip-train         # evaluate an existing run's work dir
     .venv/bin/python bench/train_shapes.py --export             # also write the result over models/shapes
 
