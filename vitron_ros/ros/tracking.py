@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitronInputError
+from ..core.masks import mask_to_box
 from ..core.overlay import render_tracks
 from ..core.tracking.state import (
     FrameTracks,
@@ -318,23 +319,19 @@ def run_track_goal(tracking: CameraTracking, request, factory: MessageFactory, i
 def clip_tracks_msgs(factory: MessageFactory, tracks: Sequence, headers: Sequence) -> list:
     """A clip query's MaskTracks -> one TrackedObjectArray per clip frame (the header of that frame)."""
     arrays = []
+    unseen = [0] * len(tracks)  # consecutive clip frames without each object
     for t, frame_header in enumerate(headers):
         objects = []
         for index, track in enumerate(tracks):
             mask = track.masks[t]
             visible = bool(mask.any())
+            unseen[index] = 0 if visible else unseen[index] + 1
             state = ObjectFrameState(
                 object_id=f"clip{index}", label=track.label,
                 status=ObjectStatus.TRACKED if visible else ObjectStatus.OCCLUDED, score=float(track.scores[t]),
-                mask=mask, box_xyxy=_box(mask) if visible else None, frames_unseen=0 if visible else 1,
+                mask=mask, box_xyxy=mask_to_box(mask) if visible else None, frames_unseen=unseen[index],
                 prompted=t == 0,
             )  # fmt: skip
             objects.append(tracked_object_msg(factory, state, frame_header))
         arrays.append(factory.new(TRACKED_OBJECT_ARRAY, header=frame_header, frame_index=t, objects=objects))
     return arrays
-
-
-def _box(mask: np.ndarray):
-    from ..core.masks import mask_to_box
-
-    return mask_to_box(mask)

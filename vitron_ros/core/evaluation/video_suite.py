@@ -16,19 +16,13 @@ import time
 import numpy as np
 
 from ..shapes.instructions import normalise_answer
-from ..shapes.video_instructions import VIDEO_QA_TYPES, make_video_sample
+from ..shapes.video_instructions import VIDEO_QA_TYPES, clip_name, make_video_sample
 from ..shapes.world import generate_clip
 from ..tracking.state import ObjectPrompt
 from ..video import ClipSampling
 from .davis import DavisSummary, score_sequence
 
 EVAL_SEED_BASE = 2_000_000_000  # training clips come from seeds below 1e9
-
-
-def _unique_name(clip, index: int) -> str | None:
-    spec = clip.specs[index]
-    twins = [s for s in clip.specs if s.colour == spec.colour and s.shape == spec.shape]
-    return f"the {spec.colour} {spec.shape}" if len(twins) == 1 else None
 
 
 def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int = EVAL_SEED_BASE,
@@ -58,7 +52,7 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
         # 2. Language-referred: the whole pipeline, clip in, mask sequence out
         if referring:
             for k in range(len(clip.specs)):
-                name = _unique_name(clip, k)
+                name = clip_name(clip, k)
                 if name is None or not truths[k][0].any():
                     continue
                 result, _ = pipeline.ask_clip(clip.frames, f"segment {name}.")

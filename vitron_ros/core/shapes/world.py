@@ -229,7 +229,8 @@ def generate_clip(seed: int, frames: int = 8, size: int = 64, max_objects: int =
     makes a tracker use its memory instead of segmenting whatever looks right).
     """
     rng, background_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
-    count = int(rng.integers(2 if twins else 1, max(max_objects, 2 if twins else 1) + 1))
+    fewest = 2 if twins else 1
+    count = int(rng.integers(fewest, max(max_objects, fewest) + 1))
     background_kind = str(rng.choice(BACKGROUNDS))
     background = render_background(background_kind, size, background_rng)
     specs = [_sample_spec(rng) for _ in range(count)]

@@ -18,7 +18,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -54,11 +54,8 @@ class StreamState:
 
     image_hw: tuple[int, int] | None = None  # fixed by the first frame; later frames must match
     frames_seen: int = 0
-    objects: dict[str, TrackedObject] | None = None
+    objects: dict[str, TrackedObject] = field(default_factory=dict)
     feature_cache: object | None = None  # Sam2VideoInferenceCache shared by every object's session
-
-    def __post_init__(self):
-        self.objects = {} if self.objects is None else self.objects
 
 
 class StreamTracker:
@@ -210,11 +207,11 @@ class StreamTracker:
                 tracks.errors.append(f"{obj.object_id}: SAM 2 failed on frame {frame_index}: "
                                      f"{type(error).__name__}: {error}")
                 tracks.objects.append(self._judge(obj, np.zeros(hw, bool), -math.inf, prompted))
-                continue
-            mask = masks[0, 0].cpu().numpy().astype(bool)
-            logit = float(output.object_score_logits.reshape(-1)[0])
-            tracks.objects.append(self._judge(obj, mask, logit, prompted))
-            self._prune(obj.session, frame_index)
+            else:
+                mask = masks[0, 0].cpu().numpy().astype(bool)
+                logit = float(output.object_score_logits.reshape(-1)[0])
+                tracks.objects.append(self._judge(obj, mask, logit, prompted))
+            self._prune(obj.session, frame_index)  # after a failure too: a failing object must not grow
         tracks.seconds = time.perf_counter() - started
         return tracks
 
@@ -314,7 +311,7 @@ class StreamTracker:
     def _prune(self, session, frame_index: int) -> None:
         """Drop what SAM 2 will never read again, so a stream's state stays the same size at frame 10 and 10^6."""
         oldest = frame_index - self.memory_window + 1  # keep the current frame and the window - 1 before it
-        session.processed_frames = {frame_index: session.processed_frames[frame_index]}
+        session.processed_frames = {i: f for i, f in (session.processed_frames or {}).items() if i == frame_index}
         for per_object in session.output_dict_per_obj.values():
             non_cond = per_object["non_cond_frame_outputs"]
             for index in [i for i in non_cond if i < oldest]:

@@ -47,10 +47,10 @@ def _dice_loss(logits, target):
 
 
 class TrackerTrainer:
-    def __init__(self, model, processor, config: TrackerTrainConfig, seed: int = 0, progress=print):
+    def __init__(self, model, processor, config: TrackerTrainConfig, seed: int = 0):
         import torch
 
-        self.model, self.processor, self.config, self.seed, self.progress = model, processor, config, seed, progress
+        self.model, self.processor, self.config, self.seed = model, processor, config, seed
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.forward = type(model).forward.__wrapped__  # Sam2VideoModel.forward without its inference_mode wrapper
 
@@ -141,7 +141,7 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)
     model, processor = load_sam2_video(str(folder))
     torch.manual_seed(seed)
-    report = TrackerTrainer(model, processor, config, seed, progress).train()
+    report = TrackerTrainer(model, processor, config, seed).train()
     model.save_pretrained(folder)
     readable_by_all(folder)
     progress(f"tracker trained: {report['steps']} updates in {report['seconds'] / 60:.1f} min, "
