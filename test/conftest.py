@@ -78,3 +78,15 @@ def shapes_pipeline(shapes_trainer):
 
     export_profile(shapes_trainer.model.eval(), shapes_trainer.processor, shapes_trainer.profile)
     return VitronPipeline.from_profile(shapes_trainer.profile, progress=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def ros(tmp_path_factory):
+    """rclpy initialised on loopback with this run's own domain id (the node processes inherit both)."""
+    from test.ros_harness import loopback_env, require_ros, run_domain_id
+
+    rclpy = require_ros()
+    os.environ.update(loopback_env(run_domain_id()))
+    rclpy.init()
+    yield rclpy
+    rclpy.try_shutdown()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 
 import numpy as np
 
@@ -34,6 +34,50 @@ class LatencyWindow:
             values = np.asarray([t[stage] for t in window if stage in t]) * 1000.0
             summary[stage] = (float(np.median(values)), float(np.percentile(values, 95)))
         return summary
+
+
+class NodeHealth:
+    """What went wrong in the node without stopping it: callbacks that raised, requests answered with an error
+    (by kind), incompatible QoS seen on a topic. Thread-safe; shown in /diagnostics."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.callback_errors = 0
+        self.last_callback_error = ""
+        self.request_errors: Counter[str] = Counter()
+        self.last_request_error = ""
+        self.qos_events: Counter[str] = Counter()
+        self.last_qos_problem = ""
+
+    def callback_failed(self, message: str) -> None:
+        with self._lock:
+            self.callback_errors += 1
+            self.last_callback_error = message[:500]
+
+    def request_failed(self, kind: str, message: str) -> None:
+        with self._lock:
+            self.request_errors[kind] += 1
+            self.last_request_error = f"{kind}: {message[:500]}"
+
+    def qos_incompatible(self, topic: str, message: str) -> None:
+        with self._lock:
+            self.qos_events[topic] += 1
+            self.last_qos_problem = message
+
+    def snapshot(self, executor_errors: int = 0) -> dict[str, str]:
+        """Key -> value for the node's DiagnosticStatus."""
+        with self._lock:
+            values = {
+                "callback_errors": str(self.callback_errors + executor_errors),
+                "last_callback_error": self.last_callback_error,
+                "requests_failed": str(sum(self.request_errors.values())),
+                "last_request_error": self.last_request_error,
+                "qos_incompatible_events": str(sum(self.qos_events.values())),
+                "last_qos_problem": self.last_qos_problem,
+            }
+            values.update({f"requests_failed_{kind}": str(n) for kind, n in sorted(self.request_errors.items())})
+            values.update({f"qos_incompatible {topic}": str(n) for topic, n in sorted(self.qos_events.items())})
+            return values
 
 
 def model_memory_bytes(pipeline) -> int:
@@ -74,8 +118,10 @@ def diagnostics_msg(
     models_loaded: bool,
     refused_queries: dict[str, int],
     camera_infos: dict[str, tuple[int, str]] | None = None,
+    health: dict[str, str] | None = None,
 ):
-    """One DiagnosticStatus for the models and one per camera. `camera_infos`: camera -> camera_info_summary()."""
+    """One DiagnosticStatus for the models, one per camera and, with `health` (NodeHealth.snapshot()), one for the
+    node's contained failures. `camera_infos`: camera -> camera_info_summary()."""
     model_values = {"loaded": models_loaded, "model_memory_mb": f"{model_bytes / 2**20:.1f}"}
     for stage, (median, p95) in latency.items():
         model_values[f"{stage}_ms_median"] = f"{median:.2f}"
@@ -118,6 +164,22 @@ def diagnostics_msg(
                 message=message,
                 hardware_id=name,
                 values=_key_values(factory, values),
+            )
+        )
+    if health is not None:
+        qos_problem = int(health.get("qos_incompatible_events", "0")) > 0
+        failing = int(health.get("callback_errors", "0")) > 0
+        message = (health["last_qos_problem"] if qos_problem else
+                   f"{health['callback_errors']} callback error(s) contained; last: {health['last_callback_error']}"
+                   if failing else "no contained errors")
+        statuses.append(
+            factory.new(
+                "diagnostic_msgs/msg/DiagnosticStatus",
+                level=WARN if qos_problem or failing else OK,
+                name=f"{node_name}: node",
+                message=message,
+                hardware_id=node_name,
+                values=_key_values(factory, health),
             )
         )
     return factory.new("diagnostic_msgs/msg/DiagnosticArray", header=header, status=statuses)

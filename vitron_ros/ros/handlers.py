@@ -74,7 +74,7 @@ class VitronHandlers:
     """Owns the pipeline (loaded on activate, freed on deactivate) and the cameras' frames."""
 
     def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True,
-                 video_frames: int = 8):
+                 video_frames: int = 8, run_in_background: Callable[[str, Callable[[], None]], None] | None = None):
         if not cameras:
             raise ValueError("at least one camera is needed")
         self.factory = factory
@@ -84,6 +84,9 @@ class VitronHandlers:
         self.pipeline = None
         self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
         self.model_lock = threading.Lock()  # one model instance: queries from different cameras take turns
+        # (camera, job) -> None: runs a tracker's groundings off its frame path (the node: the camera's query
+        # worker; it raises CameraBusyError when that is full). None: ground inline, as replays of files do.
+        self.run_in_background = run_in_background
 
     # -- model lifetime -----------------------------------------------------------------------------------------
     def load(self, profile, device: str = "cpu", progress=print) -> None:
@@ -94,17 +97,37 @@ class VitronHandlers:
     def attach(self, pipeline) -> None:
         """Serve with a loaded pipeline: queries through it, and a live tracker per camera when it has SAM 2."""
         tracker = pipeline.specialists.get("tracker")
+        deferred = self.run_in_background is not None
         with self.model_lock:
             self.pipeline = pipeline
             self.tracking = {} if tracker is None else {
-                name: CameraTracking(name, tracker.stream(self._locked_grounder), self.factory, self.overlay)
+                name: CameraTracking(
+                    name,
+                    tracker.stream(None if deferred else self._locked_grounder, defer_grounding=deferred),
+                    self.factory, self.overlay, self._schedule_grounding if deferred else None,
+                )
                 for name in self.cameras
-            }
+            }  # fmt: skip
 
     def _locked_grounder(self, image, request):
-        """Re-grounding a lost object runs the LLM, which queries use too: they take turns."""
+        """Grounding a language-started object runs the LLM, which queries use too: they take turns."""
         with self.model_lock:
             return self._loaded().ground_request(image, request)
+
+    def _schedule_grounding(self, tracking: CameraTracking, request) -> None:
+        """Run a tracker's grounding on the camera's background runner; the result goes back down to the tracker."""
+
+        def ground() -> None:
+            try:
+                found, error = self._locked_grounder(request.image, request.request), ""
+            except Exception as exc:  # noqa: BLE001 - reported in the object's next frame
+                found, error = None, describe_error(exc)
+            tracking.resolve_grounding(request.object_id, found, error)
+
+        try:
+            self.run_in_background(tracking.camera, ground)
+        except Exception as exc:  # noqa: BLE001 - a busy camera: the object is grounded again later
+            tracking.resolve_grounding(request.object_id, None, describe_error(exc))
 
     def unload(self) -> None:
         with self.model_lock:

@@ -18,22 +18,12 @@ import numpy as np
 
 INTERFACE_PACKAGE = "vitron_ros_msgs"
 
-# vision_msgs 4.x (ROS 2 Humble and later), the definitions the node publishes Detection2DArray with.
-# Copied field for field from ros-perception/vision_msgs so bags written here decode as the real type.
-VISION_MSGS = {
-    "vision_msgs/msg/Point2D": "float64 x\nfloat64 y\n",
-    "vision_msgs/msg/Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
-    "vision_msgs/msg/BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
-    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
-    "vision_msgs/msg/ObjectHypothesisWithPose": (
-        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n"
-    ),
-    "vision_msgs/msg/Detection2D": (
-        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
-        "vision_msgs/BoundingBox2D bbox\nstring id\n"
-    ),
-    "vision_msgs/msg/Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
-}
+VISION_PACKAGE = "vision_msgs"
+CHECKOUT = Path(__file__).resolve().parents[2]
+# Where each interface package's definitions live in a source checkout. vision_msgs 4.1.1's upstream files are kept
+# in third_party/ (ROS 2 from the package registry does not ship vision_msgs), so bags written here decode as the
+# real type and the node's ROS 2 build uses the very same definitions.
+CHECKOUT_DIRS = {INTERFACE_PACKAGE: CHECKOUT / "msg", VISION_PACKAGE: CHECKOUT / "third_party" / VISION_PACKAGE}
 
 
 class MessageFactory(Protocol):
@@ -41,25 +31,25 @@ class MessageFactory(Protocol):
         """A message of `typename` ('pkg/msg/Name') with `fields` set and every other field at its default."""
 
 
-def interface_dir() -> Path:
-    """Folder of the `vitron_ros_msgs` package: installed (ament index) first, else this source checkout."""
+def interface_dir(package: str = INTERFACE_PACKAGE) -> Path:
+    """Folder of an interface package's definitions: installed (ament index) first, else this source checkout."""
     for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
-        share = Path(prefix) / "share" / INTERFACE_PACKAGE
+        share = Path(prefix) / "share" / package
         if (share / "msg").is_dir():
             return share
-    checkout = Path(__file__).resolve().parents[2] / "msg"
+    checkout = CHECKOUT_DIRS[package]
     if (checkout / "package.xml").is_file():
         return checkout
     raise FileNotFoundError(
-        f"cannot find the {INTERFACE_PACKAGE} definitions: not under $AMENT_PREFIX_PATH/share/{INTERFACE_PACKAGE} "
-        f"and not at {checkout}; build it with `colcon build --base-paths . msg` or run from a source checkout"
+        f"cannot find the {package} definitions: not under $AMENT_PREFIX_PATH/share/{package} and not at "
+        f"{checkout}; build it with `bash scripts/setup_ros.sh` (or colcon) or run from a source checkout"
     )
 
 
-def interface_definitions() -> dict[str, str]:
+def interface_definitions(package: str = INTERFACE_PACKAGE) -> dict[str, str]:
     """'vitron_ros_msgs/msg/Answer' -> msg text; services and actions split into their parts
     (Query_Request / Query_Response, Ask_Goal / Ask_Result / Ask_Feedback), as rosidl names them."""
-    root = interface_dir()
+    root = interface_dir(package)
     parts = {".msg": ("",), ".srv": ("_Request", "_Response"), ".action": ("_Goal", "_Result", "_Feedback")}
     definitions = {}
     for kind, suffixes in parts.items():
@@ -68,7 +58,7 @@ def interface_definitions() -> dict[str, str]:
             if len(sections) != len(suffixes):
                 raise ValueError(f"{path}: expected {len(suffixes)} sections separated by '---', got {len(sections)}")
             for suffix, text in zip(suffixes, sections, strict=True):
-                definitions[f"{INTERFACE_PACKAGE}/{kind[1:]}/{path.stem}{suffix}"] = text
+                definitions[f"{package}/{kind[1:]}/{path.stem}{suffix}"] = text
     return definitions
 
 
@@ -79,7 +69,7 @@ def typestore():
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     types = {}
-    for name, text in {**VISION_MSGS, **interface_definitions()}.items():
+    for name, text in {**interface_definitions(VISION_PACKAGE), **interface_definitions()}.items():
         # rosbags reads every definition as a msg (it would file Query_Request under 'srv/msg/'), so parse each
         # part as pkg/msg/Name, which also resolves its unqualified field types, and file it under its own name.
         package, _, stem = name.split("/")
@@ -131,16 +121,34 @@ _NUMPY = {
 }  # fmt: skip
 
 
+def rclpy_type(typename: str):
+    """'pkg/msg/Name' -> rclpy's generated class; services' and actions' parts ('pkg/srv/Query_Request',
+    'pkg/action/Track_Feedback') are attributes of their type (`Query.Request`, `Track.Feedback`).
+
+    What rosidl_runtime_py's get_message does, which is not installable everywhere ROS 2 is (the wheels lack it).
+    """
+    import importlib
+
+    try:
+        package, kind, name = typename.split("/")
+    except ValueError:
+        raise ValueError(f"message type {typename!r} is not 'package/kind/Name'") from None
+    module = importlib.import_module(f"{package}.{kind}")
+    parts = {"srv": ("Request", "Response", "Event"), "action": ("Goal", "Result", "Feedback")}.get(kind, ())
+    base, _, part = name.rpartition("_")
+    if part in parts and hasattr(module, base):
+        return getattr(getattr(module, base), part)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ValueError(f"{package}.{kind} has no type {name!r}") from None
+
+
 class RclpyFactory:
     """Builds rclpy messages (used by the node; needs a ROS 2 environment)."""
 
-    def __init__(self):
-        from rosidl_runtime_py.utilities import get_message
-
-        self._get_message = get_message
-
     def new(self, typename: str, **fields: Any) -> Any:
-        msg = self._get_message(typename)()
+        msg = rclpy_type(typename)()
         field_types = msg.get_fields_and_field_types()
         for name, value in fields.items():
             if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:

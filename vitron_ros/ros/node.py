@@ -7,21 +7,29 @@
     cleanup    -> destroy what configure created
 
 A thin layer: callbacks convert messages and hand work to `VitronHandlers` on a per-camera worker thread; model
-work never runs in a subscription callback. Everything it calls is tested without ROS (test/test_ros_*.py).
+work never runs in a subscription callback. Everything it calls is tested without ROS (test/test_ros_*.py), and
+the node itself from a second process (test/test_node_e2e.py).
+
+Nothing a callback does can end the process: every callback is contained (logged with its traceback, counted in
+/diagnostics, answered with an error where it has a reply), `ContainedExecutor` contains what rclpy raises around
+them, a failed transition is logged with its cause and can be retried, and entities are destroyed on the spin thread
+after the requests using them have drained.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import threading
+import traceback
+from collections.abc import Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -34,14 +42,21 @@ from vitron_ros_msgs.action import Ask, Track, VideoQuery
 from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
 from vitron_ros_msgs.srv import AddObjects, Query, RemoveObject, Segment
 
+try:  # Iron and later
+    from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import PublisherEventCallbacks, SubscriptionEventCallbacks
+
 from ..core.config import load_profile
 from ..core.errors import QueryCancelled
 from .diagnostics import (
     LatencyWindow,
+    NodeHealth,
     camera_info_summary,
     diagnostics_msg,
     model_memory_bytes,
 )
+from .executor import ContainedExecutor
 from .frame_buffer import CameraFrames
 from .handlers import QueryOutcome, VitronHandlers, describe_error
 from .interfaces import RclpyFactory
@@ -53,6 +68,7 @@ from .tracking_loop import TrackingLoop
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
                 "markers": MarkerArray, "overlay": Image, "tracks": TrackedObjectArray,
                 "tracks_overlay": Image}  # fmt: skip
+DRAIN_TIMEOUT_S = 30.0  # how long cleanup waits for running requests before it destroys their entities
 
 
 class VitronNode(LifecycleNode):
@@ -64,18 +80,27 @@ class VitronNode(LifecycleNode):
             descriptor = ParameterDescriptor(description=description)
             # An empty list says nothing about its element type; declare string arrays by type.
             self.declare_parameter(name, Parameter.Type.STRING_ARRAY if default == [] else default, descriptor)
+        self.add_on_set_parameters_callback(self._check_parameters)
         self.params: NodeParameters | None = None
         self.handlers: VitronHandlers | None = None
         self.workers: dict[str, QueryWorker] = {}
         self.tracking_loops: dict[str, TrackingLoop] = {}
         self.latency = LatencyWindow()
+        self.health = NodeHealth()
         self.camera_infos: dict[str, CameraInfo] = {}
         # Not rclpy's own _publishers / _subscriptions lists: these are what configure created, for cleanup.
         self._created = []
+        self._actions = []
         self._outputs = {}
         self._diagnostics = None
+        self._entities = threading.RLock()  # publishing threads vs destruction
+        self._closing = threading.Event()  # cleanup or shutdown under way: new requests are refused
+        self._goals_end = threading.Event()  # deactivate, cleanup or shutdown under way: running goals end
+        self._inflight = 0
+        self._drained = threading.Condition()
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
+    # rclpy swallows what a transition callback raises; each one here logs the cause and fails cleanly instead.
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self.params = NodeParameters.from_dict(self._parameter_values())
@@ -83,13 +108,85 @@ class VitronNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - a bad parameter fails the transition with its message
             self.get_logger().error(f"configure failed: {describe_error(error)}")
             return TransitionCallbackReturn.FAILURE
+        try:
+            self._configure(self.params)
+        except Exception as error:  # noqa: BLE001 - undo what was created, so configure can be retried
+            self._transition_failed("configure", error)
+            self._destroy()
+            return TransitionCallbackReturn.FAILURE
         p = self.params
+        self.get_logger().info(f"configured: cameras {p.cameras}, profile {p.profile!r}, transport {p.transport}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        p = self.params
+        try:
+            profile = load_profile(p.profile, p.config_file or None)
+            if p.precision:
+                profile = dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, dtype=p.precision))
+            self.handlers.load(profile, p.device, progress=self.get_logger().info)
+        except Exception as error:  # noqa: BLE001 - a model that fails to load fails activation, with the reason
+            self.get_logger().error(f"activate failed: cannot load profile {p.profile!r}: {describe_error(error)}")
+            self.get_logger().debug(traceback.format_exc())
+            return TransitionCallbackReturn.FAILURE
+        self._goals_end.clear()
+        self.get_logger().info(f"models of profile {p.profile!r} loaded on {p.device}")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._end_running_goals()
+            self.handlers.unload()
+        except Exception as error:  # noqa: BLE001
+            self._transition_failed("deactivate", error)
+            return TransitionCallbackReturn.FAILURE
+        self.get_logger().info("models freed")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        try:
+            self._destroy()
+        except Exception as error:  # noqa: BLE001
+            self._transition_failed("cleanup", error)
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        try:
+            if self.handlers is not None:
+                self.handlers.unload()
+            self._destroy()
+        except Exception as error:  # noqa: BLE001
+            self._transition_failed("shutdown", error)
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: State) -> TransitionCallbackReturn:
+        self.get_logger().error(f"error processing from state {state.label!r}: freeing everything; configure again")
+        try:
+            if self.handlers is not None:
+                self.handlers.unload()
+            self._destroy()
+        except Exception as error:  # noqa: BLE001
+            self._transition_failed("error processing", error)
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def _transition_failed(self, transition: str, error: BaseException) -> None:
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.get_logger().error(f"{transition} failed: {describe_error(error)}\n{trace}")
+        self.health.callback_failed(f"{transition}: {describe_error(error)}")
+
+    def _configure(self, p: NodeParameters) -> None:
+        self._closing.clear()
+        self._goals_end.clear()
         cameras = {name: CameraFrames(name, p.clip_length, p.max_rate_hz) for name in p.cameras}
-        self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay, video_frames=p.video_frames)
+        self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay, video_frames=p.video_frames,
+                                       run_in_background=self._run_in_background)
         self.workers = {name: QueryWorker(name, p.max_pending_queries) for name in cameras}
         self.tracking_loops = {
             name: TrackingLoop(frames, lambda n=name: self.handlers.tracking.get(n), self._publish_tracks,
-                               self.get_logger().warning)
+                               self._tracking_failed)
             for name, frames in cameras.items()
         }
         qos = QoSProfile(
@@ -100,100 +197,104 @@ class VitronNode(LifecycleNode):
         frames_group = MutuallyExclusiveCallbackGroup()
         requests_group = ReentrantCallbackGroup()
         for name, topic in p.cameras.items():
-            frames = cameras[name]
-            loop = self.tracking_loops[name]
-            if p.transport == "compressed":
-                sub = self.create_subscription(
-                    CompressedImage, f"{topic}/compressed",
-                    lambda msg, f=frames, t=loop: f.add_compressed(msg) and t.wake(), qos, callback_group=frames_group,
-                )  # fmt: skip
-            else:
-                sub = self.create_subscription(
-                    Image, topic, lambda msg, f=frames, t=loop: f.add_image(msg) and t.wake(), qos,
-                    callback_group=frames_group,
-                )  # fmt: skip
-            self._created.append(sub)
+            frames, loop = cameras[name], self.tracking_loops[name]
+            msg_type, topic_name = (CompressedImage, f"{topic}/compressed") if p.transport == "compressed" else (Image, topic)
+            add = frames.add_compressed if p.transport == "compressed" else frames.add_image
+            self._created.append(self.create_subscription(
+                msg_type, topic_name, self._contained(f"frame on {topic_name}", lambda msg, a=add, t=loop: a(msg) and t.wake()),
+                qos, callback_group=frames_group, event_callbacks=self._qos_events(topic_name, SubscriptionEventCallbacks),
+            ))  # fmt: skip
             if p.camera_info:
                 info_topic = camera_info_topic(topic)
-                self._created.append(
-                    self.create_subscription(
-                        CameraInfo, info_topic, lambda msg, n=name: self.camera_infos.__setitem__(n, msg), qos,
-                        callback_group=frames_group,
-                    )
-                )  # fmt: skip
-        for topic, msg_type in OUTPUT_TYPES.items():
-            if topic in ("overlay", "tracks_overlay") and not p.overlay:
-                continue
-            self._outputs[topic] = self.create_lifecycle_publisher(msg_type, f"~/{topic}", 10)
-        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+                self._created.append(self.create_subscription(
+                    CameraInfo, info_topic, self._contained(f"camera_info on {info_topic}",
+                                                            lambda msg, n=name: self.camera_infos.__setitem__(n, msg)),
+                    qos, callback_group=frames_group, event_callbacks=self._qos_events(info_topic, SubscriptionEventCallbacks),
+                ))  # fmt: skip
+        with self._entities:
+            for topic, msg_type in OUTPUT_TYPES.items():
+                if topic in ("overlay", "tracks_overlay") and not p.overlay:
+                    continue
+                self._outputs[topic] = self.create_lifecycle_publisher(
+                    msg_type, f"~/{topic}", 10, event_callbacks=self._qos_events(f"~/{topic}", PublisherEventCallbacks)
+                )
+            self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._created += [
-            self.create_subscription(String, "~/query", self._on_topic_query, 10, callback_group=requests_group),
-            self.create_service(Query, "~/query", self._on_query, callback_group=requests_group),
-            self.create_service(Segment, "~/segment", self._on_segment, callback_group=requests_group),
-            self.create_service(AddObjects, "~/add_objects", self._on_add_objects, callback_group=requests_group),
-            self.create_service(RemoveObject, "~/remove_object", self._on_remove_object, callback_group=requests_group),
-            self.create_timer(p.diagnostics_period_s, self._publish_diagnostics),
+            self.create_subscription(String, "~/query", self._contained("~/query", self._on_topic_query), 10,
+                                     callback_group=requests_group),
+            self.create_service(Query, "~/query", self._service("Query", self._on_query, _query_failed),
+                                callback_group=requests_group),
+            self.create_service(Segment, "~/segment", self._service("Segment", self._on_segment, _segment_failed),
+                                callback_group=requests_group),
+            self.create_service(AddObjects, "~/add_objects",
+                                self._service("AddObjects", self._on_add_objects, _listing_failed),
+                                callback_group=requests_group),
+            self.create_service(RemoveObject, "~/remove_object",
+                                self._service("RemoveObject", self._on_remove_object, _listing_failed),
+                                callback_group=requests_group),
+            self.create_timer(p.diagnostics_period_s, self._contained("diagnostics", self._publish_diagnostics)),
         ]
         accept = {"goal_callback": lambda _goal: GoalResponse.ACCEPT,
                   "cancel_callback": lambda _goal: CancelResponse.ACCEPT, "callback_group": requests_group}
         self._actions = [
-            ActionServer(self, Ask, "~/ask", execute_callback=self._execute_ask, **accept),
-            ActionServer(self, Track, "~/track", execute_callback=self._execute_track, **accept),
-            ActionServer(self, VideoQuery, "~/video_query", execute_callback=self._execute_video_query, **accept),
+            ActionServer(self, Ask, "~/ask", execute_callback=self._goal("Ask", self._execute_ask, Ask.Result),
+                         **accept),
+            ActionServer(self, Track, "~/track",
+                         execute_callback=self._goal("Track", self._execute_track, Track.Result), **accept),
+            ActionServer(self, VideoQuery, "~/video_query",
+                         execute_callback=self._goal("VideoQuery", self._execute_video_query, VideoQuery.Result),
+                         **accept),
         ]
         for loop in self.tracking_loops.values():
             loop.start()
-        self.get_logger().info(f"configured: cameras {p.cameras}, profile {p.profile!r}, transport {p.transport}")
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_activate(self, state: State) -> TransitionCallbackReturn:
-        p = self.params
-        profile = load_profile(p.profile, p.config_file or None)
-        if p.precision:
-            profile = dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, dtype=p.precision))
-        try:
-            self.handlers.load(profile, p.device, progress=self.get_logger().info)
-        except Exception as error:  # noqa: BLE001 - a model that fails to load fails activation, with the reason
-            self.get_logger().error(f"activate failed: cannot load profile {p.profile!r}: {describe_error(error)}")
-            return TransitionCallbackReturn.FAILURE
-        self.get_logger().info(f"models of profile {p.profile!r} loaded on {p.device}")
-        return super().on_activate(state)
-
-    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
-        self.handlers.unload()
-        self.get_logger().info("models freed")
-        return super().on_deactivate(state)
-
-    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        self._destroy()
-        return TransitionCallbackReturn.SUCCESS
-
-    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        if self.handlers is not None:
-            self.handlers.unload()
-        self._destroy()
-        return TransitionCallbackReturn.SUCCESS
 
     def _destroy(self) -> None:
+        """Stop the threads, let running requests drain, then destroy every entity on the executor's spin thread."""
+        self._closing.set()
+        self._goals_end.set()
         for worker in self.workers.values():
             worker.shutdown(wait=False)
         for loop in self.tracking_loops.values():
             loop.stop()
-        for entity in self._created:
-            if hasattr(entity, "cancel"):  # timers
-                self.destroy_timer(entity)
-            elif hasattr(entity, "srv_type"):
-                self.destroy_service(entity)
-            else:
-                self.destroy_subscription(entity)
-        for publisher in [*self._outputs.values(), self._diagnostics]:
-            if publisher is not None:
-                self.destroy_publisher(publisher)
-        self._diagnostics = None
-        for action in getattr(self, "_actions", []):
-            action.destroy()
-        self._actions = []
-        self._created, self._outputs, self.workers, self.tracking_loops = [], {}, {}, {}
+        with self._drained:
+            if not self._drained.wait_for(lambda: self._inflight == 0, timeout=DRAIN_TIMEOUT_S):
+                self.get_logger().warning(f"{self._inflight} request(s) still running after {DRAIN_TIMEOUT_S:.0f} s; "
+                                          "destroying their services anyway")
+        with self._entities:
+            created, actions = self._created, self._actions
+            publishers = [*self._outputs.values(), self._diagnostics]
+            self._created, self._actions, self._outputs, self._diagnostics = [], [], {}, None
+        self.workers, self.tracking_loops = {}, {}
+
+        lifecycle_publishers, diagnostics = publishers[:-1], publishers[-1]
+
+        def destroy() -> None:
+            for entity in created:
+                if hasattr(entity, "timer_period_ns"):
+                    self.destroy_timer(entity)
+                elif hasattr(entity, "srv_type"):
+                    self.destroy_service(entity)
+                else:
+                    self.destroy_subscription(entity)
+            for action in actions:
+                action.destroy()
+            destroy_lifecycle = getattr(self, "destroy_lifecycle_publisher", self.destroy_publisher)  # Humble: none
+            for publisher in lifecycle_publishers:
+                destroy_lifecycle(publisher)
+            if diagnostics is not None:
+                self.destroy_publisher(diagnostics)
+
+        executor = self.executor
+        if isinstance(executor, ContainedExecutor):
+            executor.call_on_spin_thread(destroy).result(timeout=DRAIN_TIMEOUT_S)
+        else:  # a single-threaded executor runs this on its spin thread already
+            destroy()
+
+    def _end_running_goals(self) -> None:
+        """Deactivation frees the models: Track goals end (aborted, with the reason) instead of waiting forever."""
+        self._goals_end.set()
+        with self._drained:
+            self._drained.wait_for(lambda: self._inflight == 0, timeout=DRAIN_TIMEOUT_S)
 
     def _parameter_values(self) -> dict:
         values = {}
@@ -203,6 +304,111 @@ class VitronNode(LifecycleNode):
             except ParameterUninitializedException:
                 continue  # an unset string array keeps its default
         return values
+
+    def _check_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Refuse a value NodeParameters would refuse, with its reason; accepted values apply at the next configure."""
+        values = self._parameter_values()
+        values.update({p.name: p.value for p in parameters if p.name in values or p.name in NodeParameters.descriptions()})
+        try:
+            NodeParameters.from_dict(values)
+        except Exception as error:  # noqa: BLE001 - the reason goes back to the caller
+            return SetParametersResult(successful=False, reason=describe_error(error))
+        return SetParametersResult(successful=True)
+
+    # -- containment --------------------------------------------------------------------------------------------
+    def _enter(self) -> bool:
+        with self._drained:
+            if self._closing.is_set():
+                return False
+            self._inflight += 1
+            return True
+
+    def _leave(self) -> None:
+        with self._drained:
+            self._inflight -= 1
+            self._drained.notify_all()
+
+    def _contained(self, what: str, fn: Callable) -> Callable:
+        """A topic or timer callback that logs and counts what it raises instead of ending the node."""
+
+        def callback(*args):
+            try:
+                return fn(*args)
+            except Exception as error:  # noqa: BLE001
+                self._callback_failed(what, error)
+                return None
+
+        return callback
+
+    def _service(self, what: str, fn: Callable, failed: Callable) -> Callable:
+        """A service callback: counted while it runs (cleanup waits for it); an exception becomes the reply's error."""
+
+        def callback(request, response):
+            if not self._enter():
+                return failed(response, "the node is shutting down its interfaces (cleanup)")
+            try:
+                return fn(request, response)
+            except Exception as error:  # noqa: BLE001
+                self._callback_failed(what, error)
+                return failed(response, f"internal error, logged by the node: {describe_error(error)}")
+            finally:
+                self._leave()
+
+        return callback
+
+    def _goal(self, what: str, fn: Callable, result_type) -> Callable:
+        """An action's execute callback: counted while it runs; an exception aborts the goal with the reason."""
+
+        def callback(goal_handle):
+            if not self._enter():
+                goal_handle.abort()
+                return _error_result(result_type, "the node is shutting down its interfaces (cleanup)")
+            try:
+                return fn(goal_handle)
+            except Exception as error:  # noqa: BLE001
+                self._callback_failed(what, error)
+                if goal_handle.is_active:
+                    goal_handle.abort()
+                return _error_result(result_type, f"internal error, logged by the node: {describe_error(error)}")
+            finally:
+                self._leave()
+
+        return callback
+
+    def _callback_failed(self, what: str, error: BaseException) -> None:
+        trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+        self.get_logger().error(f"{what} raised {describe_error(error)}; the node keeps serving\n{trace}")
+        self.health.callback_failed(f"{what}: {describe_error(error)}")
+
+    def _tracking_failed(self, message: str) -> None:
+        self.get_logger().error(message)
+        self.health.callback_failed(message)
+
+    def _qos_events(self, topic: str, kind):
+        def incompatible(event) -> None:
+            side = "publisher" if kind is PublisherEventCallbacks else "subscription"
+            other = "subscriber" if side == "publisher" else "publisher"
+            policy = getattr(event.last_policy_kind, "name", str(event.last_policy_kind))
+            hint = " (set the `reliability` parameter to what the camera offers)" if side == "subscription" else ""
+            message = (f"incompatible QoS on {topic}: a {other} cannot be matched with this {side} "
+                       f"(policy {policy}, {event.total_count} so far); no messages flow between them{hint}")
+            self.get_logger().warning(message)
+            self.health.qos_incompatible(topic, message)
+
+        return kind(incompatible_qos=incompatible)
+
+    def _publish_output(self, topic: str, msg) -> None:
+        with self._entities:
+            publisher = self._outputs.get(topic)
+            if publisher is not None:
+                publisher.publish(msg)
+
+    def _run_in_background(self, camera: str, job: Callable[[], None]) -> None:
+        """Work handed down by the tracking threads (groundings) runs on the camera's query worker."""
+        worker = self.workers.get(camera)
+        if worker is None or self._closing.is_set():
+            raise CameraBusyError(f"camera {camera!r} is not serving (the node is not active)")
+        worker.submit(job)
 
     # -- requests -----------------------------------------------------------------------------------------------
     def _run_on_camera(self, camera: str, fn, *args):
@@ -220,15 +426,19 @@ class VitronNode(LifecycleNode):
         if outcome.outputs is None:
             return
         for topic, (_, msg) in outcome.outputs.by_topic().items():
-            self._outputs[topic].publish(msg)
+            self._publish_output(topic, msg)
         self.latency.add(outcome.timings)
 
     def _answer_or_error(self, req, progress=None) -> Answer:
         outcome, error = self._run_on_camera(req.camera, self.handlers.query_from_request, req, progress)
         if outcome is None:
-            return self._error_answer(req.request, req.request_id, error)
-        self._publish(outcome)
-        return outcome.answer
+            answer = self._error_answer(req.request, req.request_id, error)
+        else:
+            self._publish(outcome)
+            answer = outcome.answer
+        if answer.error:
+            self.health.request_failed("query", answer.error)
+        return answer
 
     def _error_answer(self, request: str, request_id: str, error: str) -> Answer:
         answer = Answer(request=request, request_id=request_id, error=error)
@@ -243,26 +453,34 @@ class VitronNode(LifecycleNode):
         outcome, error = self._run_on_camera(request.camera, self.handlers.segment_from_request, request)
         if outcome is None:
             response.error = error
-            return response
-        response.masks, response.error = outcome.masks, outcome.error
-        if outcome.masks.masks:
-            self._outputs["masks"].publish(outcome.masks)
+        else:
+            response.masks, response.error = outcome.masks, outcome.error
+            if outcome.masks.masks:
+                self._publish_output("masks", outcome.masks)
+        if response.error:
+            self.health.request_failed("segment", response.error)
         return response
 
     def _on_topic_query(self, msg: String) -> None:
         """~/query (std_msgs/String): answer about the first camera's latest frame and publish the results."""
-        camera = next(iter(self.workers))
+        camera = next(iter(self.workers), None)
+        if camera is None or self._closing.is_set():
+            return
         try:
             future = self.workers[camera].submit(self.handlers.query, msg.data, camera)
         except CameraBusyError as error:
             self.get_logger().warning(str(error))
+            self.health.request_failed("query", str(error))
             return
-        future.add_done_callback(lambda f: self._publish_topic_answer(f.result(), msg.data))
+        future.add_done_callback(
+            self._contained("~/query answer", lambda f: f.cancelled() or self._publish_topic_answer(f.result(), msg.data))
+        )
 
     def _publish_topic_answer(self, outcome: QueryOutcome, request: str) -> None:
         if outcome.outputs is None:
-            self.get_logger().warning(f"query {request!r} not answered: {outcome.answer.error}")
-            self._outputs["answer"].publish(outcome.answer)
+            self.get_logger().warning(f"query {request[:200]!r} not answered: {outcome.answer.error}")
+            self.health.request_failed("query", outcome.answer.error)
+            self._publish_output("answer", outcome.answer)
             return
         self._publish(outcome)
 
@@ -272,7 +490,7 @@ class VitronNode(LifecycleNode):
         goal_handle.publish_feedback(feedback)
 
         def progress(stage: str, text: str) -> None:
-            if goal_handle.is_cancel_requested:
+            if goal_handle.is_cancel_requested or self._goals_end.is_set():
                 raise QueryCancelled("goal cancelled")
             goal_handle.publish_feedback(Ask.Feedback(stage=stage, partial_text=text))
 
@@ -292,19 +510,22 @@ class VitronNode(LifecycleNode):
 
     def _publish_tracks(self, step: TrackStep) -> None:
         """Called by a camera's tracking thread for every frame it tracked."""
-        if "tracks" in self._outputs:
-            self._outputs["tracks"].publish(step.tracks_msg)
-        if step.overlay_msg is not None and "tracks_overlay" in self._outputs:
-            self._outputs["tracks_overlay"].publish(step.overlay_msg)
+        self._publish_output("tracks", step.tracks_msg)
+        if step.overlay_msg is not None:
+            self._publish_output("tracks_overlay", step.overlay_msg)
 
     def _on_add_objects(self, request: AddObjects.Request, response: AddObjects.Response) -> AddObjects.Response:
         for name, value in self.handlers.add_objects(request).items():
             setattr(response, name, value)
+        if not response.success:
+            self.health.request_failed("add_objects", response.message)
         return response
 
     def _on_remove_object(self, request: RemoveObject.Request, response: RemoveObject.Response) -> RemoveObject.Response:
         for name, value in self.handlers.remove_object(request).items():
             setattr(response, name, value)
+        if not response.success:
+            self.health.request_failed("remove_object", response.message)
         return response
 
     def _execute_track(self, goal_handle):
@@ -313,11 +534,17 @@ class VitronNode(LifecycleNode):
             tracking = self.handlers.tracking_for(goal_handle.request.camera)
         except Exception as error:  # noqa: BLE001 - no tracker, unknown camera: the goal aborts with the reason
             goal_handle.abort()
+            self.health.request_failed("track", describe_error(error))
             return Track.Result(error=describe_error(error))
         result, outcome = run_track_goal(
-            tracking, goal_handle.request, self.factory, lambda: goal_handle.is_cancel_requested,
-            goal_handle.publish_feedback,
+            tracking, goal_handle.request, self.factory,
+            lambda: goal_handle.is_cancel_requested or self._goals_end.is_set(), goal_handle.publish_feedback,
         )  # fmt: skip
+        if outcome == "canceled" and not goal_handle.is_cancel_requested:
+            result.error = "the node was deactivated or cleaned up while the goal ran"
+            outcome = "aborted"
+        if result.error:
+            self.health.request_failed("track", result.error)
         {"succeeded": goal_handle.succeed, "canceled": goal_handle.canceled, "aborted": goal_handle.abort}[outcome]()
         return result
 
@@ -327,7 +554,7 @@ class VitronNode(LifecycleNode):
         goal_handle.publish_feedback(VideoQuery.Feedback(stage="queued"))
 
         def progress(stage: str, text: str) -> None:
-            if goal_handle.is_cancel_requested:
+            if goal_handle.is_cancel_requested or self._goals_end.is_set():
                 raise QueryCancelled("goal cancelled")
             goal_handle.publish_feedback(VideoQuery.Feedback(stage=stage, partial_text=text))
 
@@ -336,44 +563,87 @@ class VitronNode(LifecycleNode):
         )
         if outcome is None:
             goal_handle.abort()
+            self.health.request_failed("video_query", error)
             return VideoQuery.Result(answer=self._error_answer(goal.request, goal.request_id, error))
         if outcome.outputs is not None:
             for topic, (_, msg) in outcome.outputs.by_topic().items():
-                self._outputs[topic].publish(msg)
+                self._publish_output(topic, msg)
+        if outcome.answer.error:
+            self.health.request_failed("video_query", outcome.answer.error)
         self._end_goal(goal_handle, outcome.answer)
         return VideoQuery.Result(answer=outcome.answer, clip_tracks=outcome.clip_tracks, clip_frames=outcome.clip_frames)
 
     def _publish_diagnostics(self) -> None:
+        handlers = self.handlers
+        if handlers is None:
+            return
         header = self.factory.new("std_msgs/msg/Header")
         header.stamp = self.get_clock().now().to_msg()
-        pipeline = self.handlers.pipeline if self.handlers is not None else None
-        cameras = {name: frames.stats() for name, frames in self.handlers.cameras.items()}
+        pipeline = handlers.pipeline
+        cameras = {name: frames.stats() for name, frames in handlers.cameras.items()}
         refused = {name: worker.refused for name, worker in self.workers.items()}
         infos = {}
-        for name, frames in self.handlers.cameras.items():
+        for name, frames in handlers.cameras.items():
             latest, info = frames.latest(), self.camera_infos.get(name)
             infos[name] = camera_info_summary(info, latest.rgb.shape[:2] if latest is not None else None)
-        self._diagnostics.publish(
-            diagnostics_msg(
-                self.factory, header, self.get_name(), cameras, self.latency.summary(),
-                model_memory_bytes(pipeline), pipeline is not None, refused, infos,
-            )
+        executor = self.executor
+        contained = executor.errors if isinstance(executor, ContainedExecutor) else 0
+        msg = diagnostics_msg(
+            self.factory, header, self.get_name(), cameras, self.latency.summary(),
+            model_memory_bytes(pipeline), pipeline is not None, refused, infos,
+            self.health.snapshot(contained),
         )  # fmt: skip
+        with self._entities:
+            if self._diagnostics is not None:
+                self._diagnostics.publish(msg)
+
+
+def _query_failed(response, error: str):
+    response.answer = Answer(error=error)
+    return response
+
+
+def _segment_failed(response, error: str):
+    response.error = error
+    return response
+
+
+def _listing_failed(response, error: str):
+    response.success, response.message = False, error
+    return response
+
+
+def _error_result(result_type, error: str):
+    result = result_type()
+    if hasattr(result, "error"):
+        result.error = error
+    else:
+        result.answer = Answer(error=error)
+    return result
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    # rclpy's own signal handler shuts the context down under running callbacks (a timer then fails to publish on
+    # an invalid context); here SIGINT / SIGTERM only stop the spin loop, and everything is torn down in order.
+    rclpy.init(args=args, signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     node = VitronNode()
     # Services and the action wait on camera workers; enough threads keep frames flowing meanwhile.
-    executor = MultiThreadedExecutor(num_threads=8)
+    executor = ContainedExecutor(num_threads=8, on_error=node.get_logger().error)
     executor.add_node(node)
     if node.get_parameter("autostart").value:
         threading.Thread(target=_autostart, args=(node,), daemon=True).start()
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        executor.spin_until(stop)
     finally:
+        node.get_logger().info("stopping: shutting the node down")
+        try:
+            node.trigger_shutdown()  # lifecycle shutdown: models freed, threads stopped, entities destroyed
+        except Exception as error:  # noqa: BLE001 - still destroy the node and the context
+            node.get_logger().error(f"shutdown transition failed: {describe_error(error)}")
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from ..core.masks import mask_to_box
 from ..core.overlay import render_tracks
 from ..core.tracking.state import (
     FrameTracks,
+    GroundingRequest,
     ObjectFrameState,
     ObjectPrompt,
     ObjectStatus,
@@ -70,13 +71,20 @@ class TrackStep:
 
 
 class CameraTracking:
-    """One camera's live tracker: objects added and removed by services and goals, stepped on every frame."""
+    """One camera's live tracker: objects added and removed by services and goals, stepped on every frame.
 
-    def __init__(self, camera: str, tracker, factory: MessageFactory, overlay: bool = True):
+    With `schedule_grounding`, the tracker defers grounding: each GroundingRequest a frame produces goes to that
+    callable (the node runs it on the camera's query worker, off the frame path), which hands the result back
+    through `resolve_grounding`; frames keep flowing meanwhile.
+    """
+
+    def __init__(self, camera: str, tracker, factory: MessageFactory, overlay: bool = True,
+                 schedule_grounding: Callable[[CameraTracking, GroundingRequest], None] | None = None):
         self.camera = camera
         self.tracker = tracker  # a StreamTracker on the profile's SAM 2
         self.factory = factory
         self.overlay = overlay
+        self.schedule_grounding = schedule_grounding
         self.lock = threading.Lock()  # frames step while services add and remove objects
         self._listeners: list[TrackGoal] = []
 
@@ -97,6 +105,8 @@ class CameraTracking:
                 tracks = FrameTracks(frame_index=self.tracker.state.frames_seen, image_hw=frame.rgb.shape[:2],
                                      errors=[f"frame dropped: {error}"])
             listeners = list(self._listeners)
+        for request in tracks.grounding_requests:
+            self.schedule_grounding(self, request)
         if idle:
             return None
         for goal in listeners:
@@ -113,6 +123,11 @@ class CameraTracking:
     def remove(self, object_id: str) -> None:
         with self.lock:
             self.tracker.remove_object(object_id)
+
+    def resolve_grounding(self, object_id: str, found, error: str = "") -> None:
+        """A deferred grounding's result (see StreamTracker.resolve_grounding); applied on the next frame."""
+        with self.lock:
+            self.tracker.resolve_grounding(object_id, found, error)
 
     def object_ids(self) -> list[str]:
         with self.lock:

@@ -183,6 +183,12 @@ class VitronLLM:
         at = ids.index(self.image_token_id)
         n_patches = encoding.features.shape[0]
         ids = ids[:at] + [self.image_token_id] * n_patches + ids[at + 1 :]
+        context = int(getattr(self.model.config.get_text_config(), "max_position_embeddings", 0) or 0)
+        if context and len(ids) + self.config.max_new_tokens > context:
+            raise VitronInputError(
+                f"the prompt is {len(ids)} tokens (image {n_patches}); with up to {self.config.max_new_tokens} reply "
+                f"tokens it does not fit the model's context of {context}: shorten the request or the conversation"
+            )
         id_tensor = torch.as_tensor(ids, device=self.device)
         with torch.inference_mode():
             embeds = self._embed(id_tensor).clone()

@@ -34,9 +34,10 @@ class Sam2Tracker:
         model, processor = load_sam2_video(cfg.model, cfg.revision, device, cfg.dtype, hint)
         return cls(model, processor, cfg, device)
 
-    def stream(self, grounder=None) -> StreamTracker:
-        """A new live-stream tracker on this specialist's model (the ROS node keeps one per camera)."""
-        return StreamTracker(self.model, self.processor, self.config, self.device, grounder)
+    def stream(self, grounder=None, defer_grounding: bool = False) -> StreamTracker:
+        """A new live-stream tracker on this specialist's model (the ROS node keeps one per camera, grounding
+        deferred so the LLM never runs on the frame path)."""
+        return StreamTracker(self.model, self.processor, self.config, self.device, grounder, defer_grounding)
 
     def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
         """Each call's mask (on `frame.image`) -> its mask in every frame of `frame.clip` (or just the key frame)."""

@@ -53,6 +53,16 @@ class ObjectFrameState:
     prompted: bool = False  # a prompt (first add or a re-acquisition) conditioned this frame
 
 
+@dataclass(frozen=True)
+class GroundingRequest:
+    """A language-started object that needs grounding on a frame (a tracker that defers grounding asks for it)."""
+
+    object_id: str
+    request: str  # what to find, e.g. 'the red mug'
+    frame_index: int  # the frame it is to be found in
+    image: np.ndarray  # that frame, (H, W, 3) uint8 RGB
+
+
 @dataclass
 class FrameTracks:
     """Everything the tracker says about one frame of the stream."""
@@ -62,6 +72,8 @@ class FrameTracks:
     objects: list[ObjectFrameState] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # per-object failures (a re-grounding that found nothing...)
     seconds: float = 0.0  # wall time of this step
+    # groundings the caller should run off the frame path and hand back with StreamTracker.resolve_grounding
+    grounding_requests: list[GroundingRequest] = field(default_factory=list)
 
     def by_id(self, object_id: str) -> ObjectFrameState:
         for state in self.objects:

@@ -5,6 +5,11 @@
     for image in camera:                                          # (H, W, 3) uint8 RGB, frames arrive one by one
         tracks = tracker.step(image)                              # FrameTracks: status, score, mask per object
 
+Grounding a language request runs the LLM, which takes far longer than a frame. Offline (a video file) the tracker
+calls its `grounder` inline. On a live stream, `defer_grounding=True` keeps the LLM off the frame path: a step only
+lists the groundings it needs (`FrameTracks.grounding_requests`), the caller runs them elsewhere and hands each
+result back with `resolve_grounding`, and the object is prompted with it on the next frame.
+
 Each object has its own SAM 2 inference session (its memory bank), and all sessions share one vision-feature cache,
 so the image encoder runs once per frame however many objects there are; removing an object is dropping its
 session. After every frame, outputs older than `memory_window` frames, all but `max_conditioning_frames` prompted
@@ -26,7 +31,13 @@ from ..config import TrackerConfig
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
 from ..masks import mask_to_box
-from .state import FrameTracks, ObjectFrameState, ObjectPrompt, ObjectStatus
+from .state import (
+    FrameTracks,
+    GroundingRequest,
+    ObjectFrameState,
+    ObjectPrompt,
+    ObjectStatus,
+)
 
 # (image, request) -> (mask (H, W) bool, score) of what the request names, or None when nothing matches.
 Grounder = Callable[[np.ndarray, str], "tuple[np.ndarray, float] | None"]
@@ -45,6 +56,7 @@ class TrackedObject:
     pending: ObjectPrompt | None = None  # a prompt to apply on the next frame
     frames_unseen: int = 0
     last_reground: int = -(10**9)  # frame index of the last re-grounding attempt
+    grounding_in_flight: bool = False  # a deferred grounding was asked for and has not come back yet
     status: ObjectStatus = ObjectStatus.LOST
 
 
@@ -56,10 +68,12 @@ class StreamState:
     frames_seen: int = 0
     objects: dict[str, TrackedObject] = field(default_factory=dict)
     feature_cache: object | None = None  # Sam2VideoInferenceCache shared by every object's session
+    pending_errors: list[str] = field(default_factory=list)  # deferred groundings that failed, for the next frame
 
 
 class StreamTracker:
-    def __init__(self, model, processor, config: TrackerConfig, device: str = "cpu", grounder: Grounder | None = None):
+    def __init__(self, model, processor, config: TrackerConfig, device: str = "cpu", grounder: Grounder | None = None,
+                 defer_grounding: bool = False):
         import torch
 
         self.model = model.eval()
@@ -68,6 +82,7 @@ class StreamTracker:
         self.device = device
         self.dtype = next(model.parameters()).dtype
         self.grounder = grounder
+        self.defer_grounding = defer_grounding  # list groundings in FrameTracks instead of calling the grounder
         self.state = StreamState()
         self._ids = itertools.count(1)
         self._torch = torch
@@ -125,7 +140,7 @@ class StreamTracker:
         if prompt.request is not None:
             if not isinstance(prompt.request, str) or not prompt.request.strip():
                 raise VitronInputError("the request to track is empty; say what to track, e.g. 'the red mug'")
-            if self.grounder is None:
+            if self.grounder is None and not self.defer_grounding:
                 raise VitronInputError("this tracker has no grounder, so it cannot start from a language request")
             if prompt.kind != "request":
                 raise VitronInputError(f"give a request or geometry, not both (got {prompt.kind})")
@@ -186,10 +201,11 @@ class StreamTracker:
             )
         frame_index = self.state.frames_seen
         self.state.frames_seen += 1
-        tracks = FrameTracks(frame_index=frame_index, image_hw=hw, errors=start_errors)
+        tracks = FrameTracks(frame_index=frame_index, image_hw=hw, errors=start_errors + self.state.pending_errors)
+        self.state.pending_errors = []
         pixel_values = None
         for obj in list(self.state.objects.values()):
-            prompted = self._apply_prompts(obj, image, frame_index, tracks.errors)
+            prompted = self._apply_prompts(obj, image, frame_index, tracks)
             if obj.session is None:  # nothing to track yet: its request has not been found
                 tracks.objects.append(self._unseen(obj))
                 continue
@@ -246,17 +262,22 @@ class StreamTracker:
         session.cache = self.state.feature_cache  # one image encoding per frame for all objects
         return session
 
-    def _apply_prompts(self, obj: TrackedObject, image: np.ndarray, frame_index: int, errors: list[str]) -> bool:
+    def _apply_prompts(self, obj: TrackedObject, image: np.ndarray, frame_index: int, tracks: FrameTracks) -> bool:
         """Condition the object's session on this frame if a prompt is due; True when one was applied."""
+        errors = tracks.errors
         prompt = obj.pending
         if prompt is None and obj.status is ObjectStatus.LOST and obj.prompt.request is not None:
-            if frame_index - obj.last_reground >= self.config.reacquire_interval:
+            if frame_index - obj.last_reground >= self.config.reacquire_interval and not obj.grounding_in_flight:
                 prompt = obj.prompt  # re-ground the original request
         if prompt is None:
             return False
         obj.pending = None
         if prompt.request is not None:
             obj.last_reground = frame_index
+            if self.defer_grounding:
+                obj.grounding_in_flight = True
+                tracks.grounding_requests.append(GroundingRequest(obj.object_id, prompt.request, frame_index, image))
+                return False
             try:
                 found = self.grounder(image, prompt.request)
             except Exception as exc:  # a grounding failure is this object's problem, not the stream's
@@ -270,6 +291,25 @@ class StreamTracker:
             obj.session = self._new_session()
         self._condition(obj.session, prompt, frame_index)
         return True
+
+    def resolve_grounding(self, object_id: str, found: tuple[np.ndarray, float] | None, error: str = "") -> None:
+        """Hand back a deferred grounding: `found` is the grounder's (mask, score) or None; the object is prompted
+        with the mask on the next frame. A failure or a miss is reported in the next frame's errors, and a lost
+        object is grounded again after `reacquire_interval` frames. Results for removed objects are ignored."""
+        obj = self.state.objects.get(object_id)
+        if obj is None or not obj.grounding_in_flight:
+            return
+        obj.grounding_in_flight = False
+        request = obj.prompt.request
+        mask = None if found is None else np.asarray(found[0], bool)
+        if error:
+            self.state.pending_errors.append(f"{object_id}: grounding {request!r} failed: {error}")
+        elif mask is None or not mask.any():
+            self.state.pending_errors.append(f"{object_id}: {request!r} not found")
+        elif mask.shape != self.state.image_hw:
+            self.state.pending_errors.append(f"{object_id}: grounding of {request!r} came back for another frame size")
+        else:
+            obj.pending = ObjectPrompt(mask=mask)
 
     def _condition(self, session, prompt: ObjectPrompt, frame_index: int) -> None:
         add = self.processor.add_inputs_to_inference_session

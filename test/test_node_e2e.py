@@ -1,0 +1,368 @@
+"""vitron_node running in its own process, exercised from this one over real DDS (loopback, this run's domain id):
+lifecycle, every service, action and topic, two cameras, compressed input, QoS mismatch, parameters."""
+
+from __future__ import annotations
+
+import pytest
+
+from test.ros_harness import (
+    CameraFeed,
+    NodeProcess,
+    Probe,
+    scene,
+    stamp_of,
+    wait_future,
+    wait_until,
+)
+
+BASE = {"profile": "tiny", "device": "cpu", "diagnostics_period_s": 0.5, "reliability": "reliable"}
+
+
+@pytest.fixture(scope="module")
+def probe(ros):
+    probe = Probe("vitron_e2e_probe")
+    yield probe
+    probe.close()
+
+
+@pytest.fixture(scope="module")
+def node(ros, tiny_profile, tmp_path_factory, probe):
+    """Two cameras, raw images, started active by autostart."""
+    params = {**BASE, "autostart": True, "image_topics": ["front/image", "rear/image"]}
+    process = NodeProcess(params, tmp_path_factory.mktemp("node") / "node.log")
+    feed = CameraFeed(probe, {"front": "/front/image", "rear": "/rear/image"}, rate_hz=10.0)
+    try:
+        wait_until(lambda: _state(probe, "/vitron") == "active" or not process.alive(), 120, "the node to activate")
+        assert process.alive(), process.log()
+        yield process
+    finally:
+        feed.stop()
+        code = process.stop()
+        log = process.log()
+        assert code == 0, f"vitron_node exited with {code}:\n{log[-3000:]}"
+        assert "Traceback" not in log or "keeps serving" in log, log[-3000:]
+        assert "context is invalid" not in log, log[-3000:]
+
+
+def _state(probe: Probe, node_name: str) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    try:
+        return probe.call(GetState, f"{node_name}/get_state", GetState.Request(), timeout_s=5).current_state.label
+    except TimeoutError:
+        return ""
+
+
+def _transition(probe: Probe, node_name: str, label: str) -> bool:
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+           "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP,
+           "shutdown": Transition.TRANSITION_UNCONFIGURED_SHUTDOWN}  # fmt: skip
+    request = ChangeState.Request(transition=Transition(id=ids[label]))
+    return probe.call(ChangeState, f"{node_name}/change_state", request, timeout_s=120).success
+
+
+def _set_parameter(probe: Probe, node_name: str, name: str, value):
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+    return probe.call(SetParameters, f"{node_name}/set_parameters", request).results[0]
+
+
+def _wait_frame(probe, camera="front"):
+    from vitron_ros_msgs.srv import Segment
+
+    # A Segment on the camera's latest frame succeeds once a frame has arrived.
+    def ready():
+        response = probe.call(Segment, "/vitron/segment", Segment.Request(camera=camera, everything=True))
+        return not response.error
+
+    wait_until(ready, 60, f"a frame from camera {camera}", period_s=0.3)
+
+
+# -- services and topics --------------------------------------------------------------------------------------------
+def test_query_service_answers_about_the_named_cameras_latest_frame_and_publishes_every_output(node, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import Detection2DArray
+    from visualization_msgs.msg import MarkerArray
+    from vitron_ros_msgs.msg import Answer, GroundedMaskArray, PixelBox
+    from vitron_ros_msgs.srv import Query
+
+    outputs = {name: probe.record(kind, f"/vitron/{name}") for name, kind in [
+        ("answer", Answer), ("masks", GroundedMaskArray), ("detections", Detection2DArray), ("overlay", Image),
+        ("markers", MarkerArray)]}  # fmt: skip
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    _wait_frame(probe, "rear")
+    request = Query.Request(request="segment the red square", camera="rear", request_id="q1",
+                            boxes=[PixelBox(x1=30.0, y1=20.0, x2=90.0, y2=70.0)])
+    answer = probe.call(Query, "/vitron/query", request).answer
+    assert answer.error == "", answer.error
+    assert answer.request_id == "q1" and answer.header.frame_id == "rear"
+    assert answer.masks and answer.masks[0].source == "user_prompt"  # the drawn box is region 1
+    assert answer.masks[0].mask.height == 120 and answer.masks[0].mask.width == 200
+    wait_until(lambda: all(outputs[k] for k in ("masks", "detections", "overlay", "markers")), 20, "published outputs")
+    stamp = stamp_of(answer.header)
+    for name in ("masks", "detections", "overlay"):
+        assert any(stamp_of(m.header) == stamp and m.header.frame_id == "rear" for m in outputs[name]), name
+    assert any(m.header.frame_id == "rear" for marker in outputs["markers"] for m in marker.markers)
+    wait_until(lambda: diagnostics, 10, "/diagnostics")
+    names = {status.name for status in diagnostics[-1].status}
+    assert {"vitron: models", "vitron: camera front", "vitron: camera rear", "vitron: node"} <= names
+
+
+def test_query_with_its_own_image_and_bad_inputs_give_errors_that_name_the_problem(node, probe):
+    from vitron_ros_msgs.msg import PixelBox, PixelPoint
+    from vitron_ros_msgs.srv import Query, Segment
+
+    from test.ros_harness import image_msg
+
+    own = image_msg(scene(60, 80), "handheld", 123)
+    answer = probe.call(Query, "/vitron/query", Query.Request(request="what is this?", image=own)).answer
+    assert answer.error == "" and answer.header.frame_id == "handheld" and stamp_of(answer.header) == 123
+    bad = image_msg(scene(60, 80), "handheld", 1, encoding="bayer_rggb8")
+    answer = probe.call(Query, "/vitron/query", Query.Request(request="what?", image=bad)).answer
+    assert "bayer_rggb8" in answer.error
+    answer = probe.call(Query, "/vitron/query", Query.Request(request="x", camera="nowhere")).answer
+    assert "unknown camera 'nowhere'" in answer.error
+    outside = Query.Request(request="what is this?", boxes=[PixelBox(x1=10.0, y1=10.0, x2=500.0, y2=50.0)])
+    assert "boxes[0]" in probe.call(Query, "/vitron/query", outside).answer.error
+    assert "non-empty" in probe.call(Query, "/vitron/query", Query.Request(request="  ")).answer.error
+    long = probe.call(Query, "/vitron/query", Query.Request(request="the red mug " * 900)).answer
+    assert "context" in long.error
+    nan_point = Segment.Request(points=[PixelPoint(x=float("nan"), y=3.0, label=1)])
+    assert "points[0]" in probe.call(Segment, "/vitron/segment", nan_point).error
+
+
+def test_segment_service_masks_per_box_and_everything(node, probe):
+    from vitron_ros_msgs.msg import PixelBox
+    from vitron_ros_msgs.srv import Segment
+
+    _wait_frame(probe)
+    boxes = [PixelBox(x1=30.0, y1=20.0, x2=90.0, y2=70.0), PixelBox(x1=120.0, y1=60.0, x2=180.0, y2=110.0)]
+    response = probe.call(Segment, "/vitron/segment", Segment.Request(boxes=boxes))
+    assert response.error == "" and [m.label for m in response.masks.masks] == ["box 0", "box 1"]
+    assert response.masks.header.frame_id == "front"
+    everything = probe.call(Segment, "/vitron/segment", Segment.Request(everything=True))
+    assert everything.error == "" and all(m.source == "everything" for m in everything.masks.masks)
+
+
+def test_topic_query_publishes_an_answer_with_the_first_cameras_header(node, probe):
+    from std_msgs.msg import String
+    from vitron_ros_msgs.msg import Answer
+
+    answers = probe.record(Answer, "/vitron/answer")
+    publisher = probe.node.create_publisher(String, "/vitron/query", 10)
+    _wait_frame(probe)
+
+    def answered():
+        publisher.publish(String(data="what is in the image?"))
+        return [a for a in answers if a.request == "what is in the image?" and not a.error]
+
+    found = wait_until(answered, 60, "an answer on /vitron/answer", period_s=1.0)
+    assert found[0].header.frame_id == "front"
+
+
+def test_add_and_remove_objects_publish_tracks_and_overlay_with_the_frame_header(node, probe):
+    from sensor_msgs.msg import Image
+    from vision_msgs.msg import BoundingBox2D
+    from vitron_ros_msgs.msg import TrackedObjectArray
+    from vitron_ros_msgs.srv import AddObjects, RemoveObject
+
+    tracks = probe.record(TrackedObjectArray, "/vitron/tracks")
+    overlays = probe.record(Image, "/vitron/tracks_overlay")
+    _wait_frame(probe)
+    box = BoundingBox2D(size_x=60.0, size_y=50.0)
+    box.center.position.x, box.center.position.y = 60.0, 45.0
+    added = probe.call(AddObjects, "/vitron/add_objects",
+                       AddObjects.Request(bbox_coords=[box], bbox_object_ids=["mug"], requests=["the blue square"],
+                                          request_object_ids=["blue"]))  # fmt: skip
+    assert added.success, added.message
+    assert sorted(added.object_ids) == ["blue", "mug"]
+    seen = wait_until(lambda: [t for t in tracks if {o.object_id for o in t.objects} >= {"mug", "blue"}], 30, "tracks")
+    assert seen[-1].header.frame_id == "front"
+    wait_until(lambda: overlays, 10, "tracks_overlay")
+    clash = probe.call(AddObjects, "/vitron/add_objects",
+                       AddObjects.Request(bbox_coords=[box], bbox_object_ids=["mug"]))
+    assert not clash.success and "mug" in clash.message
+    outside = BoundingBox2D(size_x=60.0, size_y=50.0)
+    outside.center.position.x, outside.center.position.y = 1e9, float("nan")
+    bad = probe.call(AddObjects, "/vitron/add_objects", AddObjects.Request(bbox_coords=[outside], bbox_object_ids=["x"]))
+    assert not bad.success and "bbox_coords[0]" in bad.message
+    for object_id in ("mug", "blue"):
+        removed = probe.call(RemoveObject, "/vitron/remove_object", RemoveObject.Request(object_id=object_id))
+        assert removed.success, removed.message
+    missing = probe.call(RemoveObject, "/vitron/remove_object", RemoveObject.Request(object_id="mug"))
+    assert not missing.success and "unknown object id 'mug'" in missing.message
+
+
+# -- actions ------------------------------------------------------------------------------------------------------
+def _send_goal(probe, action_type, name: str, goal, feedback: list, timeout_s: float = 60.0):
+    from rclpy.action import ActionClient
+
+    client = probe.clients.get(name)
+    if client is None:
+        client = probe.clients[name] = ActionClient(probe.node, action_type, name)
+    assert client.wait_for_server(timeout_sec=30), f"action server {name} not available"
+    handle = wait_future(client.send_goal_async(goal, feedback_callback=lambda f: feedback.append(f.feedback)),
+                         timeout_s, f"{name} goal")
+    assert handle.accepted
+    return handle
+
+
+def test_ask_action_streams_feedback_and_returns_the_answer(node, probe):
+    from vitron_ros_msgs.action import Ask
+
+    _wait_frame(probe)
+    feedback: list = []
+    handle = _send_goal(probe, Ask, "/vitron/ask", Ask.Goal(request="segment the red square", request_id="a1"), feedback)
+    result = wait_future(handle.get_result_async(), 60, "Ask result")
+    assert result.result.answer.error == "" and result.result.answer.request_id == "a1"
+    stages = [f.stage for f in feedback]
+    assert stages[0] == "queued" and "llm_generate" in stages
+
+
+def test_track_action_feedback_every_frame_result_and_cancel(node, probe):
+    from action_msgs.msg import GoalStatus
+    from vitron_ros_msgs.action import Track
+    from vitron_ros_msgs.msg import PixelBox
+
+    _wait_frame(probe)
+    feedback: list = []
+    goal = Track.Goal(box=PixelBox(x1=30.0, y1=20.0, x2=90.0, y2=70.0), object_id="goal_mug", duration_s=1.0)
+    handle = _send_goal(probe, Track, "/vitron/track", goal, feedback)
+    result = wait_future(handle.get_result_async(), 60, "Track result")
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.error
+    assert result.result.frames >= 3 and result.result.object_id == "goal_mug"
+    assert len(feedback) >= 3 and all(f.object.object_id == "goal_mug" for f in feedback)
+    indices = [f.frame_index for f in feedback]
+    assert indices == sorted(indices)
+
+    endless: list = []
+    handle = _send_goal(probe, Track, "/vitron/track", Track.Goal(box=goal.box, object_id="endless"), endless)
+    wait_until(lambda: len(endless) >= 2, 30, "feedback of the endless goal")
+    wait_future(handle.cancel_goal_async(), 30, "cancel")
+    result = wait_future(handle.get_result_async(), 30, "cancelled Track result")
+    assert result.status == GoalStatus.STATUS_CANCELED
+
+    empty = _send_goal(probe, Track, "/vitron/track", Track.Goal(), [])
+    result = wait_future(empty.get_result_async(), 30, "empty Track result")
+    assert result.status == GoalStatus.STATUS_ABORTED and "empty" in result.result.error
+
+
+def test_video_query_action_answers_about_the_recent_clip(node, probe):
+    from vitron_ros_msgs.action import VideoQuery
+
+    _wait_frame(probe)
+    feedback: list = []
+    handle = _send_goal(probe, VideoQuery, "/vitron/video_query",
+                        VideoQuery.Goal(request="how many objects are there?", num_frames=4), feedback)
+    result = wait_future(handle.get_result_async(), 90, "VideoQuery result").result
+    assert result.answer.error == "" and result.clip_frames >= 2
+    assert result.answer.header.frame_id == "front" and feedback[0].stage == "queued"
+
+
+def test_ask_cancel_stops_generation(node, probe):
+    from action_msgs.msg import GoalStatus
+    from vitron_ros_msgs.action import Ask
+
+    _wait_frame(probe)
+    feedback: list = []
+    handle = _send_goal(probe, Ask, "/vitron/ask", Ask.Goal(request="describe everything in detail"), feedback)
+    wait_future(handle.cancel_goal_async(), 30, "cancel")
+    result = wait_future(handle.get_result_async(), 60, "cancelled Ask result")
+    # generation may finish before the cancel lands; either way the goal ends and says how
+    assert result.status in (GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_SUCCEEDED)
+    if result.status == GoalStatus.STATUS_CANCELED:
+        assert result.result.answer.error == "cancelled"
+
+
+# -- parameters -----------------------------------------------------------------------------------------------------
+def test_parameters_are_described_and_bad_values_refused_with_a_reason(node, probe):
+    from rcl_interfaces.srv import DescribeParameters
+
+    described = probe.call(DescribeParameters, "/vitron/describe_parameters",
+                           DescribeParameters.Request(names=["reliability", "max_pending_queries"]))
+    assert "best_effort" in described.descriptors[0].description
+    refused = _set_parameter(probe, "/vitron", "reliability", "sometimes")
+    assert not refused.successful and "reliability" in refused.reason
+    refused = _set_parameter(probe, "/vitron", "max_pending_queries", -3)
+    assert not refused.successful and ">= 0" in refused.reason
+    accepted = _set_parameter(probe, "/vitron", "max_pending_queries", 3)
+    assert accepted.successful
+
+
+# -- a second node: lifecycle by hand, compressed input, QoS mismatch -----------------------------------------------
+def test_lifecycle_by_hand_failures_are_logged_and_retriable_and_compressed_input_works(ros, tiny_profile, probe,
+                                                                                    tmp_path):
+    from vitron_ros_msgs.srv import Segment
+
+    params = {**BASE, "autostart": False, "profile": "no_such_profile", "transport": "compressed",
+              "image_topics": ["/side/image"]}
+    process = NodeProcess(params, tmp_path / "node.log", namespace="/second")
+    feed = CameraFeed(probe, {"side": "/side/image/compressed"}, rate_hz=10.0, compressed=True)
+    name = "/second/vitron"
+    try:
+        wait_until(lambda: _state(probe, name) == "unconfigured", 60, "the second node")
+        assert not _transition(probe, name, "configure")
+        wait_until(lambda: "no_such_profile" in process.log(), 10, "the configure failure in the log")
+        assert _state(probe, name) == "unconfigured"
+        assert _set_parameter(probe, name, "profile", "default").successful
+        assert _transition(probe, name, "configure")
+        assert not _transition(probe, name, "activate")  # default's checkpoints are not on this machine
+        wait_until(lambda: "activate failed: cannot load profile 'default'" in process.log(), 10, "the reason")
+        assert _state(probe, name) == "inactive"
+        assert _transition(probe, name, "cleanup")
+        assert _set_parameter(probe, name, "profile", "tiny").successful
+        assert _transition(probe, name, "configure") and _transition(probe, name, "activate")
+        assert _state(probe, name) == "active"
+
+        def segmented():
+            response = probe.call(Segment, f"{name}/segment", Segment.Request(everything=True))
+            return response if not response.error else None
+
+        response = wait_until(segmented, 60, "a segment on a compressed frame", period_s=0.3)
+        assert response.masks.header.frame_id == "side"
+        assert _transition(probe, name, "deactivate") and _state(probe, name) == "inactive"
+        answer = probe.call(Segment, f"{name}/segment", Segment.Request(everything=True))
+        assert "not loaded" in answer.error
+        assert _transition(probe, name, "cleanup") and _state(probe, name) == "unconfigured"
+        assert _transition(probe, name, "shutdown") and _state(probe, name) == "finalized"
+    finally:
+        feed.stop()
+        code = process.stop()
+    log = process.log()
+    assert code == 0, log[-3000:]
+    assert "InvalidHandle" not in log and "context is invalid" not in log, log[-3000:]
+
+
+def test_an_incompatible_qos_publisher_is_reported_in_log_and_diagnostics(ros, tiny_profile, probe, tmp_path):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    params = {**BASE, "autostart": True, "image_topics": ["/mismatch/image"], "reliability": "reliable"}
+    process = NodeProcess(params, tmp_path / "node.log", namespace="/third")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+    publisher = probe.node.create_publisher(Image, "/mismatch/image", best_effort)
+    try:
+        wait_until(lambda: "incompatible QoS on mismatch/image" in process.log() or
+                   "incompatible QoS on /mismatch/image" in process.log(), 60, "the QoS warning in the log")
+
+        def reported():
+            for array in list(diagnostics):
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if status.name == "vitron: node" and int(values.get("qos_incompatible_events", "0")) > 0:
+                        return status
+            return None
+
+        status = wait_until(reported, 30, "the QoS problem in /diagnostics")
+        assert "reliability" in status.message.lower() or "RELIABILITY" in status.message
+    finally:
+        probe.node.destroy_publisher(publisher)
+        assert process.stop() == 0
