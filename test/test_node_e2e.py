@@ -366,3 +366,62 @@ def test_an_incompatible_qos_publisher_is_reported_in_log_and_diagnostics(ros, t
     finally:
         probe.node.destroy_publisher(publisher)
         assert process.stop() == 0
+
+
+def test_launch_file_arguments_and_params_file_reach_the_node_as_its_declared_parameters(ros, tiny_profile, probe,
+                                                                                         tmp_path):
+    """launch_ros is not installable here, so the launch file is read for what it passes, and the node is started
+    with exactly the command line launch_ros builds from it (--params-file, -p overrides, -r remaps)."""
+    import ast
+
+    import yaml
+    from rcl_interfaces.srv import GetParameters
+
+    from test.ros_harness import REPO
+    from vitron_ros.ros.parameters import NodeParameters
+
+    tree = ast.parse((REPO / "launch" / "vitron.launch.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") in
+             ("DeclareLaunchArgument", "LifecycleNode")]  # fmt: skip
+    arguments = {c.args[0].value for c in calls if c.func.id == "DeclareLaunchArgument"}
+    (node_call,) = [c for c in calls if c.func.id == "LifecycleNode"]
+    keywords = {k.arg: k.value for k in node_call.keywords}
+    overrides = next(e for e in keywords["parameters"].elts if isinstance(e, ast.Dict))
+    override_names = {k.value for k in overrides.keys}
+    remapped = {e.elts[0].value for e in keywords["remappings"].elts}
+    declared = set(NodeParameters.descriptions())
+    assert override_names <= declared and override_names <= arguments
+    assert {"namespace", "params_file", "image", "camera_info"} <= arguments and remapped == {"image", "camera_info"}
+    shipped = yaml.safe_load((REPO / "config" / "vitron.yaml").read_text())["/**"]["ros__parameters"]
+    assert set(shipped) == declared  # the params file sets every declared parameter, and nothing else
+
+    params_file = tmp_path / "robot.yaml"
+    robot = {**shipped, "max_pending_queries": 5, "clip_length": 9, "camera_names": ["head"]}
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": robot}}))
+    args = ("--params-file", str(params_file), "-p", "profile:=tiny", "-p", "device:=cpu", "-p", "autostart:=false",
+            "-r", "image:=/launch/color/image_raw", "-r", "camera_info:=/launch/color/camera_info")
+    process = NodeProcess({}, tmp_path / "node.log", namespace="/launched", extra_args=args)
+    name = "/launched/vitron"
+    try:
+        wait_until(lambda: _state(probe, name) == "unconfigured", 60, "the launched node")
+        names = sorted(declared)
+        values = probe.call(GetParameters, f"{name}/get_parameters", GetParameters.Request(names=names)).values
+        got = {n: _parameter_value(v) for n, v in zip(names, values, strict=True)}
+        expected = {**robot, "profile": "tiny", "device": "cpu", "autostart": False}
+        assert got == expected
+        assert _transition(probe, name, "configure")
+        wait_until(lambda: probe.node.count_publishers("/launched/vitron/masks") > 0 and
+                   probe.node.count_subscribers("/launch/color/image_raw") > 0, 10, "the remapped image topic")
+        assert probe.node.count_subscribers("/launch/color/camera_info") > 0
+    finally:
+        assert process.stop() == 0
+
+
+def _parameter_value(value):
+    from rcl_interfaces.msg import ParameterType
+
+    return {ParameterType.PARAMETER_BOOL: lambda: value.bool_value,
+            ParameterType.PARAMETER_INTEGER: lambda: value.integer_value,
+            ParameterType.PARAMETER_DOUBLE: lambda: value.double_value,
+            ParameterType.PARAMETER_STRING: lambda: value.string_value,
+            ParameterType.PARAMETER_STRING_ARRAY: lambda: list(value.string_array_value)}[value.type]()  # fmt: skip

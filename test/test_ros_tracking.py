@@ -217,3 +217,52 @@ def test_replay_tracks_objects_through_a_bag(tiny_profile, scene, tmp_path, caps
     assert [o.object_id for o in topics["/vitron/tracks"][0].objects] == ["obj1", "obj2"]
     assert main(["replay", str(bag), "--out", str(tmp_path / "x"), "--profile", "tiny"]) == 2
     assert "replay needs --query, --track or --track-box" in capsys.readouterr().err
+
+
+def test_tracks_keep_their_rate_while_a_grounding_runs_on_the_query_worker(factory, tiny_pipeline, scene, monkeypatch):
+    """Grounding a language-started object runs the LLM; deferred to the camera's query worker it never holds the
+    tracking thread: frames keep being tracked and published at the camera's rate while it runs."""
+    from vitron_ros.ros.query_worker import QueryWorker
+
+    worker = QueryWorker("front", max_pending=2)
+    grounding = {"started": threading.Event(), "release": threading.Event(), "done": threading.Event()}
+    real_ground = tiny_pipeline.ground_request
+
+    def slow_ground(image, request):  # an LLM that takes as long as the test wants
+        grounding["started"].set()
+        grounding["release"].wait(10)
+        found = real_ground(image, request)
+        grounding["done"].set()
+        return found or (np.ones(image.shape[:2], bool), 0.5)
+
+    monkeypatch.setattr(tiny_pipeline, "ground_request", slow_ground)
+    frames = CameraFrames("front")
+    handlers = VitronHandlers(factory, {"front": frames}, run_in_background=lambda camera, job: worker.submit(job))
+    handlers.attach(tiny_pipeline)
+    published = []
+    loop = TrackingLoop(frames, lambda: handlers.tracking.get("front"), lambda step: published.append(time.monotonic()))
+    loop.start()
+    try:
+        tracking = handlers.tracking["front"]
+        tracking.add(ObjectPrompt(box_xyxy=(30, 20, 90, 70)), "boxed")
+        tracking.add(ObjectPrompt(request="the blue square"), "worded")
+        for i in range(60):  # 3 s at 20 Hz; the grounding holds the worker for 1.5 s of it
+            frames.add_image(numpy_to_image(np.roll(scene, i, axis=1), "rgb8", factory, header(factory, i, "cam")))
+            loop.wake()
+            if i == 30:
+                assert grounding["started"].is_set(), "the grounding never started"
+                grounding["release"].set()
+            time.sleep(0.05)
+        while_grounding = [t for t in published if t <= published[0] + 1.5]
+        assert grounding["done"].wait(10)
+        time.sleep(0.5)
+        frames.add_image(numpy_to_image(scene, "rgb8", factory, header(factory, 99, "cam")))
+        step = tracking.process(frames.latest())
+    finally:
+        loop.stop()
+        worker.shutdown()
+    # the tracker stepped on (nearly) every frame while the LLM was busy: the frame path never waited for it
+    assert len(while_grounding) >= 15, f"{len(while_grounding)} frames tracked in the first 1.5 s"
+    # the grounding's mask landed on a later frame: the object has its SAM 2 session and no grounding is pending
+    worded = tracking.tracker.state.objects["worded"]
+    assert worded.session is not None and not worded.grounding_in_flight, step.tracks.errors

@@ -87,3 +87,30 @@ def test_a_frame_is_encoded_once_for_all_its_calls(segmenter, scene, monkeypatch
     assert len(encoder_calls) == 1
     segmenter.run(Frame(scene), [SpecialistCall("segmentation", box_xyxy=(30, 20, 90, 70))])
     assert len(encoder_calls) == 2
+
+
+def test_everything_mode_is_bounded_in_memory_at_any_input_size(segmenter, monkeypatch):
+    """A 4000x3000 photo: the grid runs on the image scaled to everything_max_side, in points_per_batch batches,
+    so the largest tensor no longer grows with the input (it was 64 x 3 x 4000 x 3000 float32 = 9.2 GB)."""
+    from segment_anything import SamPredictor
+
+    seen = {"image": None, "largest": 0}
+    real_predict = SamPredictor.predict_torch
+
+    def recording(self, *args, **kwargs):
+        masks, iou, low = real_predict(self, *args, **kwargs)
+        seen["largest"] = max(seen["largest"], masks.numel() * masks.element_size())
+        return masks, iou, low
+
+    real_set = SamPredictor.set_image
+    monkeypatch.setattr(SamPredictor, "predict_torch", recording)
+    monkeypatch.setattr(SamPredictor, "set_image", lambda self, image, *a, **k: (seen.update(image=image.shape),
+                                                                                 real_set(self, image, *a, **k))[1])
+    photo = np.zeros((3000, 4000, 3), np.uint8)
+    photo[1000:2000, 1000:2500] = (200, 40, 40)
+    (output,) = segmenter.run(Frame(photo), [SpecialistCall(task="everything")])
+    assert not isinstance(output, Exception), output
+    cfg = segmenter.config
+    assert max(seen["image"][:2]) == cfg.everything_max_side
+    assert seen["largest"] <= cfg.points_per_batch * 3 * cfg.everything_max_side**2 * 4
+    assert output.masks.shape[1:] == (3000, 4000) and output.masks.dtype == bool

@@ -102,6 +102,10 @@ def test_track_cli_streams_a_video_and_writes_overlays_and_per_frame_tracks(tiny
     assert "track needs --track, --track-box or --ask" in capsys.readouterr().err
     assert main(["track", str(tmp_path / "missing.avi"), "--track", "the mug", "--profile", "tiny"]) == 2
     assert "cannot open video" in capsys.readouterr().err
+    # a box outside the frame is refused with the box named (it used to end in KeyError: 'obj1')
+    assert main(["track", str(video), "--track-box", "1000,1000,1200,1200", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "--track-box 1 1000,1000,1200,1200" in err and "outside the 200x120 image" in err
 
 
 def test_clip_questions_have_the_answers_the_clip_shows():

@@ -198,6 +198,7 @@ def _track(args) -> int:
     from tqdm import tqdm
 
     from .core.config import load_profile
+    from .core.geometry import check_box
     from .core.image_io import save_image
     from .core.overlay import render_tracks
     from .core.pipeline import VitronPipeline
@@ -215,9 +216,14 @@ def _track(args) -> int:
         raise VitronInputError(f"cannot open video {args.video}: not a file OpenCV can read")
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width and height:  # boxes are checked against the video before any model loads
+        for i, prompt in enumerate(p for p in prompts if p.box_xyxy is not None):
+            check_box(prompt.box_xyxy, width, height, name=f"--track-box {i + 1} {args.track_box[i]}")
     pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
     tracker = pipeline.specialists["tracker"].stream(grounder=pipeline.ground_request)
     ids = [tracker.add_object(prompt) for prompt in prompts]
+    labels = {object_id: tracker.state.objects[object_id].label for object_id in ids}  # removed objects keep theirs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     writer, overlays, clip, frames_read, stride = None, [], [], 0, 1
@@ -239,6 +245,8 @@ def _track(args) -> int:
             log.write(json.dumps(tracks.to_json()) + "\n")
             for state in tracks.objects:
                 counts[state.object_id][state.status] += 1
+            for error in tracks.errors:  # a prompt that did not fit the video, a request not found...
+                tqdm.write(f"frame {tracks.frame_index}: {error}", file=sys.stderr)
             # small frames are drawn enlarged so ids and labels stay readable
             image, masks = _legible(rgb, [s.mask for s in tracks.objects])
             shown = dataclasses.replace(tracks, objects=[dataclasses.replace(s, mask=m)
@@ -261,7 +269,8 @@ def _track(args) -> int:
         save_image(out / "strip.png", np.concatenate([overlays[i] for i in picks], axis=1))
         for object_id in ids:
             seen = ", ".join(f"{status.value} {n}" for status, n in counts[object_id].items())
-            print(f"{object_id} ({tracker.state.objects[object_id].label}): {seen} frame(s)")
+            gone = "" if object_id in tracker.state.objects else ", removed (see the error above)"
+            print(f"{object_id} ({labels[object_id]}): {seen} frame(s){gone}")
         print(f"wrote {out / 'overlay.mp4'}, {out / 'strip.png'} and {out / 'tracks.jsonl'}")
     if args.ask:
         if not clip:

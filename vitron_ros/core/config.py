@@ -69,6 +69,11 @@ class SegmenterConfig:
     pred_iou_thresh: float = 0.88  # "everything" mode filters (segment-anything's defaults)
     stability_score_thresh: float = 0.95
     min_mask_region_area: int = 0
+    # "everything" mode memory: segment-anything upsamples each batch of candidate masks to the input size
+    # (points_per_batch x 3 x H x W float32: 9.2 GB at 4000x3000 with its default of 64), so the grid runs on the
+    # image scaled to at most everything_max_side (SAM's encoder sees 1024 px anyway) and masks are scaled back.
+    everything_max_side: int = 1024
+    points_per_batch: int = 16
 
 
 @dataclass(frozen=True)

@@ -119,6 +119,7 @@ def diagnostics_msg(
     refused_queries: dict[str, int],
     camera_infos: dict[str, tuple[int, str]] | None = None,
     health: dict[str, str] | None = None,
+    loops: dict | None = None,
 ):
     """One DiagnosticStatus for the models, one per camera and, with `health` (NodeHealth.snapshot()), one for the
     node's contained failures. `camera_infos`: camera -> camera_info_summary()."""
@@ -156,6 +157,15 @@ def diagnostics_msg(
             "queries_refused_busy": refused_queries.get(name, 0),
             "camera_info": info_text,
         }
+        loop = (loops or {}).get(name)  # the camera's TrackingLoop.stats()
+        if loop is not None:
+            values.update({
+                "frames_tracked": loop.processed,
+                "frames_skipped_latest_wins": loop.skipped,
+                "tracking_frame_ms_median": f"{loop.frame_ms:.2f}",
+                "tracking_ros_ms_median": f"{loop.ros_ms:.2f}",
+                "tracking_published_image_bytes": loop.published_bytes,
+            })  # fmt: skip
         statuses.append(
             factory.new(
                 "diagnostic_msgs/msg/DiagnosticStatus",

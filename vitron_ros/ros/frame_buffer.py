@@ -24,6 +24,8 @@ class StampedFrame:
     header: Any  # std_msgs/Header of the source image, copied onto every output
     camera: str
     received_s: float  # monotonic time of arrival
+    decode_s: float = 0.0  # time spent converting the message to RGB
+    sequence: int = 0  # 1, 2, ... per decoded frame of this camera
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,7 @@ class CameraFrames:
         self._ring: deque[StampedFrame] = deque(maxlen=ring_length)
         self._arrivals: deque[float] = deque()
         self._next_due_s = -float("inf")  # when the rate limit lets the next frame in
-        self._received = self._dropped = self._errors = 0
+        self._received = self._dropped = self._errors = self._decoded = 0
         self._last_error = ""
 
     def add_image(self, msg) -> bool:
@@ -79,6 +81,7 @@ class CameraFrames:
                     return False
                 behind = now - self._next_due_s > period  # first frame, or after a gap: restart the schedule
                 self._next_due_s = (now if behind else self._next_due_s) + period
+        started = time.perf_counter()
         try:
             rgb = decode(msg)
         except ImageConversionError as error:
@@ -86,8 +89,10 @@ class CameraFrames:
                 self._errors += 1
                 self._last_error = f"{self.name}: {error}"
             return False
+        decode_s = time.perf_counter() - started
         with self._lock:
-            self._ring.append(StampedFrame(rgb, msg.header, self.name, now))
+            self._decoded += 1
+            self._ring.append(StampedFrame(rgb, msg.header, self.name, now, decode_s, self._decoded))
         return True
 
     def latest(self) -> StampedFrame | None:

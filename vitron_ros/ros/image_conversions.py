@@ -113,6 +113,9 @@ def image_to_rgb(msg) -> np.ndarray:
         return cv2.cvtColor(array, cv2.COLOR_RGBA2RGB)
     if encoding == "bgra8":
         return cv2.cvtColor(array, cv2.COLOR_BGRA2RGB)
+    if (encoding in _UYVY or encoding in _YUYV) and array.shape[1] % 2:
+        # two pixels share one U and one V sample: an odd width cannot be packed 4:2:2
+        raise ImageConversionError(f"{encoding} image is {array.shape[1]} pixels wide; packed YUV 4:2:2 needs an even width")
     if encoding in _UYVY:
         return cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_YUV2RGB_UYVY)
     if encoding in _YUYV:

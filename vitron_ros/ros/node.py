@@ -68,6 +68,9 @@ from .tracking_loop import TrackingLoop
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
                 "markers": MarkerArray, "overlay": Image, "tracks": TrackedObjectArray,
                 "tracks_overlay": Image}  # fmt: skip
+# Services keep a deeper request queue than rclpy's default of 10: a burst of requests from several clients is
+# queued and answered (busy cameras answer at once with the reason), never silently dropped by DDS.
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 DRAIN_TIMEOUT_S = 30.0  # how long cleanup waits for running requests before it destroys their entities
 
 
@@ -223,15 +226,15 @@ class VitronNode(LifecycleNode):
             self.create_subscription(String, "~/query", self._contained("~/query", self._on_topic_query), 10,
                                      callback_group=requests_group),
             self.create_service(Query, "~/query", self._service("Query", self._on_query, _query_failed),
-                                callback_group=requests_group),
+                                callback_group=requests_group, qos_profile=SERVICE_QOS),
             self.create_service(Segment, "~/segment", self._service("Segment", self._on_segment, _segment_failed),
-                                callback_group=requests_group),
+                                callback_group=requests_group, qos_profile=SERVICE_QOS),
             self.create_service(AddObjects, "~/add_objects",
                                 self._service("AddObjects", self._on_add_objects, _listing_failed),
-                                callback_group=requests_group),
+                                callback_group=requests_group, qos_profile=SERVICE_QOS),
             self.create_service(RemoveObject, "~/remove_object",
                                 self._service("RemoveObject", self._on_remove_object, _listing_failed),
-                                callback_group=requests_group),
+                                callback_group=requests_group, qos_profile=SERVICE_QOS),
             self.create_timer(p.diagnostics_period_s, self._contained("diagnostics", self._publish_diagnostics)),
         ]
         accept = {"goal_callback": lambda _goal: GoalResponse.ACCEPT,
@@ -591,7 +594,7 @@ class VitronNode(LifecycleNode):
         msg = diagnostics_msg(
             self.factory, header, self.get_name(), cameras, self.latency.summary(),
             model_memory_bytes(pipeline), pipeline is not None, refused, infos,
-            self.health.snapshot(contained),
+            self.health.snapshot(contained), {name: loop.stats() for name, loop in self.tracking_loops.items()},
         )  # fmt: skip
         with self._entities:
             if self._diagnostics is not None:

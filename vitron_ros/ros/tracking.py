@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,6 +69,14 @@ class TrackStep:
     tracks: FrameTracks
     tracks_msg: Any  # vitron_ros_msgs/TrackedObjectArray -> ~/tracks
     overlay_msg: Any | None  # sensor_msgs/Image rgb8 -> ~/tracks_overlay
+    track_s: float = 0.0  # the tracker's step
+    build_s: float = 0.0  # building the messages (masks, overlay)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Image bytes this step publishes: every mask plus the overlay."""
+        masks = sum(len(o.mask.data) for o in self.tracks_msg.objects)
+        return masks + (len(self.overlay_msg.data) if self.overlay_msg is not None else 0)
 
 
 class CameraTracking:
@@ -94,6 +103,7 @@ class CameraTracking:
         Frames count even while nothing is tracked: they fix the stream's size, so AddObjects can check boxes
         against it at once. With no object tracked, a camera that changes resolution simply starts a new stream.
         """
+        started = time.perf_counter()
         with self.lock:
             idle = not self.tracker.object_ids
             if idle and self.tracker.state.image_hw not in (None, frame.rgb.shape[:2]):
@@ -109,12 +119,14 @@ class CameraTracking:
             self.schedule_grounding(self, request)
         if idle:
             return None
+        tracked = time.perf_counter()
         for goal in listeners:
             goal.observe(tracks, frame.header)
         overlay = None
         if self.overlay and tracks.objects:
             overlay = numpy_to_image(render_tracks(frame.rgb, tracks), "rgb8", self.factory, frame.header)
-        return TrackStep(tracks, tracks_msg(self.factory, tracks, frame.header), overlay)
+        msg = tracks_msg(self.factory, tracks, frame.header)
+        return TrackStep(tracks, msg, overlay, tracked - started, time.perf_counter() - tracked)
 
     def add(self, prompt: ObjectPrompt, object_id: str | None = None) -> str:
         with self.lock:

@@ -149,19 +149,31 @@ class SamSegmenter:
         return (tensor * 2.0 - 1.0) * _MASK_PROMPT_LOGIT
 
     def segment_everything(self, image: np.ndarray) -> SpecialistOutput:
-        """Automatic mask generation over a point grid (segment-anything's generator), best-scored first."""
+        """Automatic mask generation over a point grid (segment-anything's generator), best-scored first.
+
+        Bounded in memory at any input size: the generator works on the image scaled to at most
+        `everything_max_side` in `points_per_batch` batches; the masks come back at the input's size."""
+        import cv2
         from segment_anything import SamAutomaticMaskGenerator
 
         cfg = self.config
         generator = SamAutomaticMaskGenerator(
             self.sam,
             points_per_side=cfg.points_per_side,
+            points_per_batch=cfg.points_per_batch,
             pred_iou_thresh=cfg.pred_iou_thresh,
             stability_score_thresh=cfg.stability_score_thresh,
             min_mask_region_area=cfg.min_mask_region_area,
         )
-        records = sorted(generator.generate(image), key=lambda r: -r["predicted_iou"])
         height, width = image.shape[:2]
-        masks = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0, height, width), bool)
+        scale = min(1.0, cfg.everything_max_side / max(height, width))
+        work = image if scale == 1.0 else cv2.resize(
+            image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+        records = sorted(generator.generate(work), key=lambda r: -r["predicted_iou"])
+        masks = np.zeros((len(records), height, width), bool)
+        for i, record in enumerate(records):
+            mask = record["segmentation"]
+            masks[i] = mask if scale == 1.0 else cv2.resize(mask.astype(np.uint8), (width, height),
+                                                            interpolation=cv2.INTER_NEAREST) > 0
         scores = np.asarray([r["predicted_iou"] for r in records], dtype=np.float32)
         return SpecialistOutput(masks=masks, scores=scores, labels=tuple(f"object {i}" for i in range(len(records))))

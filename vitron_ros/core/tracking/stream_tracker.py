@@ -160,9 +160,8 @@ class StreamTracker:
                 raise VitronInputError(f"{len(points)} points but {len(labels)} point labels")
             if not np.isin(labels, (0, 1)).all():
                 raise VitronInputError(f"point labels must be 1 (foreground) or 0 (background), got {labels.tolist()}")
-            if hw is not None:
-                for i, point in enumerate(points):
-                    check_point(point, hw[1], hw[0], name=f"point {i}")
+            for i, point in enumerate(points):  # before the first frame: finite and not negative
+                check_point(point, *((hw[1], hw[0]) if hw is not None else (math.inf, math.inf)), name=f"point {i}")
         if prompt.box_xyxy is not None:
             if hw is not None:
                 check_box(prompt.box_xyxy, hw[1], hw[0])
