@@ -66,7 +66,8 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
     node = subprocess.Popen(
         [sys.executable, "-m", "vitron_ros.ros.node", "--ros-args", "-r", f"__ns:={ns}", "-p", f"profile:={args.profile}",
          "-p", "device:=cpu", "-p", "autostart:=true", "-p", "image_topics:=['/bench/image']",
-         "-p", f"reliability:={args.reliability}", "-p", "diagnostics_period_s:=1.0", "-p", "camera_info:=false"],
+         "-p", f"reliability:={args.reliability}", "-p", "diagnostics_period_s:=0.2", "-p", "camera_info:=false",
+         "-p", f"mask_format:={args.mask_format}"],
         stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
     )  # fmt: skip
     name = f"{ns}/vitron"
@@ -220,8 +221,10 @@ def main() -> None:
     parser.add_argument("--profile", default="tiny")
     parser.add_argument("--reliability", default="best_effort", choices=("best_effort", "reliable"))
     parser.add_argument("--log-dir", default="/tmp")
+    parser.add_argument("--mask-format", default="full", choices=("full", "cropped"))
     args = parser.parse_args()
-    os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_LOCALHOST_ONLY": "1",
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
                        "ROS_DOMAIN_ID": str(101 + os.getpid() % 100)})  # fmt: skip
     import rclpy
     from rclpy.executors import MultiThreadedExecutor
@@ -241,11 +244,13 @@ def main() -> None:
             results.append(run_size(width, height, args, probe))
     finally:
         executor.shutdown()
+        spinning.join(timeout=10)
         probe.destroy_node()
         rclpy.try_shutdown()
     for r in results:
         total = sum(r["bytes_per_s"].values())
-        print(f"\n== {r['size']} rgb8, {r['seconds']:.0f} s, profile {args.profile}, {args.reliability} ==")
+        print(f"\n== {r['size']} rgb8, {r['seconds']:.0f} s, profile {args.profile}, {args.reliability}, "
+              f"masks {args.mask_format} ==")
         print(f"latency stamp -> ~/tracks received: median {r['latency_median_ms']:.1f} ms, "
               f"p95 {r['latency_p95_ms']:.1f} ms ({r['tracks_received']} messages)")
         print(f"frames: published {r['published']}, node received {r['received']}, tracked {r['tracked']}, "

@@ -216,3 +216,23 @@ def test_model_lock_serialises_queries_from_two_cameras(handlers, factory, scene
     for t in threads:
         t.join()
     assert len(calls) == 3 and not overlap
+
+
+def test_cropped_masks_cover_their_box_and_say_so(factory, tiny_pipeline, scene):
+    """mask_format: cropped — each mask image is its box's pixels, equal to the full-frame mask there."""
+    from vitron_ros.ros.image_conversions import image_to_numpy
+
+    full, cropped = ({"front": CameraFrames("front")} for _ in range(2))
+    outcomes = []
+    for cameras, crop in ((full, False), (cropped, True)):
+        handlers = VitronHandlers(factory, cameras, cropped_masks=crop)
+        handlers.attach(tiny_pipeline)
+        box = factory.new("vitron_ros_msgs/msg/PixelBox", x1=30.0, y1=20.0, x2=90.0, y2=70.0)
+        outcomes.append(handlers.segment(image_msg=_image_msg(factory, scene), boxes=[box]))
+    (whole,), (part,) = (o.masks.masks for o in outcomes)
+    assert not whole.mask_cropped and (whole.mask.height, whole.mask.width) == scene.shape[:2]
+    assert part.mask_cropped
+    x1, y1, x2, y2 = (int(round(v)) for v in (part.box.x1, part.box.y1, part.box.x2, part.box.y2))
+    assert (part.mask.height, part.mask.width) == (y2 - y1, x2 - x1)
+    np.testing.assert_array_equal(image_to_numpy(part.mask), image_to_numpy(whole.mask)[y1:y2, x1:x2])
+    assert image_to_numpy(whole.mask).sum() == image_to_numpy(part.mask).sum()  # nothing outside the box is lost

@@ -32,27 +32,34 @@ def render_overlay(
 
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
-    canvas = image.astype(np.float32)
+    out = image.copy()
     colours = [colour_for(colour_indices[i] if i < len(colour_indices) else i) for i in range(len(masks))]
-    outlines = []
+    drawn = []  # (colour, contours, top-left) per non-empty mask, drawn after every tint
     for i, mask in enumerate(masks):
         if mask.shape != image.shape[:2]:
             raise ValueError(f"mask {i} has shape {mask.shape}, image is {image.shape[:2]}")
-        colour = np.asarray(colours[i], np.float32)
-        canvas[mask] = (1 - alpha) * canvas[mask] + alpha * colour
-        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        outlines.append(contours)
-    out = np.ascontiguousarray(canvas.round().clip(0, 255).astype(np.uint8))
+        # Work inside the mask's box only: a live 1080p overlay is then a few milliseconds, not ~90.
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if not len(rows):
+            drawn.append(None)
+            continue
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        crop, inside = out[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        tinted = cv2.addWeighted(crop, 1 - alpha, np.full_like(crop, colours[i]), alpha, 0.0)
+        np.copyto(crop, tinted, where=inside[..., None])
+        contours, _ = cv2.findContours(inside.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE,
+                                       offset=(int(x0), int(y0)))
+        drawn.append((contours, int(x0), int(y0)))
     thickness = max(1, round(max(image.shape[:2]) / 300))
     scale = max(0.35, max(image.shape[:2]) / 1000)
-    for i, contours in enumerate(outlines):
-        cv2.drawContours(out, contours, -1, colours[i], thickness)
-    for i, mask in enumerate(masks):
+    for i, item in enumerate(drawn):
+        if item is not None:
+            cv2.drawContours(out, item[0], -1, colours[i], thickness)
+    for i, item in enumerate(drawn):
         label = labels[i] if i < len(labels) else ""
-        if not label or not mask.any():
+        if not label or item is None:
             continue
-        rows, cols = np.nonzero(mask)
-        x, y = int(cols.min()), int(rows.min())
+        _, x, y = item
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         y = max(y, th + base)
         cv2.rectangle(out, (x, y - th - base), (x + tw, y), colours[i], thickness=-1)

@@ -74,13 +74,15 @@ class VitronHandlers:
     """Owns the pipeline (loaded on activate, freed on deactivate) and the cameras' frames."""
 
     def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True,
-                 video_frames: int = 8, run_in_background: Callable[[str, Callable[[], None]], None] | None = None):
+                 video_frames: int = 8, run_in_background: Callable[[str, Callable[[], None]], None] | None = None,
+                 cropped_masks: bool = False):
         if not cameras:
             raise ValueError("at least one camera is needed")
         self.factory = factory
         self.cameras = cameras
         self.overlay = overlay
         self.video_frames = video_frames  # frames a VideoQuery's encoder samples when the goal does not say
+        self.cropped_masks = cropped_masks  # published masks cover their box only (mask_format: cropped)
         self.pipeline = None
         self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
         self.model_lock = threading.Lock()  # one model instance: queries from different cameras take turns
@@ -104,7 +106,7 @@ class VitronHandlers:
                 name: CameraTracking(
                     name,
                     tracker.stream(None if deferred else self._locked_grounder, defer_grounding=deferred),
-                    self.factory, self.overlay, self._schedule_grounding if deferred else None,
+                    self.factory, self.overlay, self._schedule_grounding if deferred else None, self.cropped_masks,
                 )
                 for name in self.cameras
             }  # fmt: skip
@@ -172,7 +174,8 @@ class VitronHandlers:
             with self.model_lock:
                 pipeline = self._loaded()
                 result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
-            outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay)
+            outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay,
+                                        self.cropped_masks)
             return QueryOutcome(outputs.answer, outputs, frame, result.timings)
         except QueryCancelled:
             error = "cancelled"
@@ -216,7 +219,8 @@ class VitronHandlers:
                 else:
                     best = output.masks[0]
                     masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
-            return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header), "; ".join(errors), frame)
+            return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header, self.cropped_masks),
+                                  "; ".join(errors), frame)
         except Exception as exc:  # noqa: BLE001 - contained, as in query()
             header = frame.header if frame is not None else self._empty_header(image_msg)
             return SegmentOutcome(mask_array_msg(self.factory, [], header), describe_error(exc), frame)
@@ -262,7 +266,8 @@ class VitronHandlers:
             with self.model_lock:
                 result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
             first = frames[0]
-            outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay)
+            outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay,
+                                        self.cropped_masks)
             tracks = clip_tracks_msgs(self.factory, result.tracks, [f.header for f in frames]) if result.tracks else []
             return VideoQueryOutcome(outputs.answer, tracks, len(frames), outputs, result.timings)
         except QueryCancelled:

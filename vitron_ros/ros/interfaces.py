@@ -153,7 +153,9 @@ class RclpyFactory:
         for name, value in fields.items():
             if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
                 # rclpy's uint8[] setter checks every element of a list; array.array is taken as-is.
-                value = array.array("B", value.tobytes())
+                packed = array.array("B")
+                packed.frombytes(np.ascontiguousarray(value).data)  # one copy, not two (tobytes, then array)
+                value = packed
             elif field_types.get(name) == "octet" and isinstance(value, int):
                 value = bytes([value])  # msg `byte` fields are bytes in rclpy, ints in rosbags
             setattr(msg, name, value)

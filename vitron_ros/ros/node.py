@@ -23,6 +23,7 @@ import signal
 import threading
 import traceback
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -147,31 +148,22 @@ class VitronNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
-        try:
-            self._destroy()
-        except Exception as error:  # noqa: BLE001
-            self._transition_failed("cleanup", error)
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
+        return self._tear_down("cleanup", unload=False)
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        try:
-            if self.handlers is not None:
-                self.handlers.unload()
-            self._destroy()
-        except Exception as error:  # noqa: BLE001
-            self._transition_failed("shutdown", error)
-            return TransitionCallbackReturn.FAILURE
-        return TransitionCallbackReturn.SUCCESS
+        return self._tear_down("shutdown", unload=True)
 
     def on_error(self, state: State) -> TransitionCallbackReturn:
         self.get_logger().error(f"error processing from state {state.label!r}: freeing everything; configure again")
+        return self._tear_down("error processing", unload=True)
+
+    def _tear_down(self, transition: str, unload: bool) -> TransitionCallbackReturn:
         try:
-            if self.handlers is not None:
+            if unload and self.handlers is not None:
                 self.handlers.unload()
             self._destroy()
         except Exception as error:  # noqa: BLE001
-            self._transition_failed("error processing", error)
+            self._transition_failed(transition, error)
             return TransitionCallbackReturn.FAILURE
         return TransitionCallbackReturn.SUCCESS
 
@@ -185,7 +177,8 @@ class VitronNode(LifecycleNode):
         self._goals_end.clear()
         cameras = {name: CameraFrames(name, p.clip_length, p.max_rate_hz) for name in p.cameras}
         self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay, video_frames=p.video_frames,
-                                       run_in_background=self._run_in_background)
+                                       run_in_background=self._run_in_background,
+                                       cropped_masks=p.mask_format == "cropped")
         self.workers = {name: QueryWorker(name, p.max_pending_queries) for name in cameras}
         self.tracking_loops = {
             name: TrackingLoop(frames, lambda n=name: self.handlers.tracking.get(n), self._publish_tracks,
@@ -424,6 +417,8 @@ class VitronNode(LifecycleNode):
             return worker.submit(fn, *args).result(), ""
         except CameraBusyError as error:
             return None, str(error)
+        except CancelledError:  # queued when cleanup stopped the worker
+            return None, "the node is cleaning up: the request was cancelled before it ran"
 
     def _publish(self, outcome: QueryOutcome) -> None:
         if outcome.outputs is None:

@@ -51,9 +51,18 @@ def pixel_box(factory: MessageFactory, box_xyxy) -> Any:
     return factory.new("vitron_ros_msgs/msg/PixelBox", x1=x1, y1=y1, x2=x2, y2=y2)
 
 
-def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, header) -> Any:
-    """Full-frame mono8 mask (255 inside) with label, score, source and tight box."""
-    image = numpy_to_image(mask.mask.astype(np.uint8) * 255, "mono8", factory, header)
+def mask_image_msg(factory: MessageFactory, mask: np.ndarray, box_xyxy, header, cropped: bool = False) -> Any:
+    """sensor_msgs/Image mono8, 255 inside: the whole frame, or with `cropped` only the mask's tight box
+    (its top-left pixel at (box.x1, box.y1)): a 2 MB full-frame mask at 1080p is often a few kB cropped."""
+    if cropped:
+        x1, y1, x2, y2 = (int(round(v)) for v in box_xyxy)
+        mask = mask[y1:y2, x1:x2]
+    return numpy_to_image(mask.astype(np.uint8) * 255, "mono8", factory, header)
+
+
+def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, header, cropped: bool = False) -> Any:
+    """mono8 mask (255 inside; full-frame, or cropped to the box) with label, score, source and tight box."""
+    image = mask_image_msg(factory, mask.mask, mask.box_xyxy, header, cropped)
     return factory.new(
         "vitron_ros_msgs/msg/GroundedMask",
         header=header,
@@ -65,11 +74,12 @@ def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, h
         invocation_index=-1 if mask.invocation_index is None else int(mask.invocation_index),
         box=pixel_box(factory, mask.box_xyxy),
         mask=image,
+        mask_cropped=cropped,
     )
 
 
-def mask_array_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header) -> Any:
-    items = [grounded_mask_msg(factory, m, i, header) for i, m in enumerate(masks)]
+def mask_array_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header, cropped: bool = False) -> Any:
+    items = [grounded_mask_msg(factory, m, i, header, cropped) for i, m in enumerate(masks)]
     return factory.new(MASK_ARRAY, header=header, masks=items)
 
 
@@ -179,9 +189,10 @@ def published_outputs(
     request: str,
     request_id: str,
     overlay: bool = True,
+    cropped_masks: bool = False,
 ) -> PublishedOutputs:
     """Every message one answer publishes; the GroundedMask messages are built once and shared."""
-    masks = mask_array_msg(factory, result.masks, header)
+    masks = mask_array_msg(factory, result.masks, header, cropped_masks)
     return PublishedOutputs(
         answer=answer_msg(factory, result, header, request, request_id, masks.masks),
         masks=masks,

@@ -29,16 +29,16 @@ from ..core.tracking.state import (
 from .frame_buffer import StampedFrame
 from .image_conversions import numpy_to_image
 from .interfaces import MessageFactory, stamp_ns
-from .result_messages import pixel_box
+from .result_messages import mask_image_msg, pixel_box
 
 TRACKED_OBJECT = "vitron_ros_msgs/msg/TrackedObject"
 TRACKED_OBJECT_ARRAY = "vitron_ros_msgs/msg/TrackedObjectArray"
 STATE_CODES = {ObjectStatus.TRACKED: 0, ObjectStatus.OCCLUDED: 1, ObjectStatus.LOST: 2}
 
 
-def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header) -> Any:
+def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header, cropped: bool = False) -> Any:
     visible = state.status is ObjectStatus.TRACKED
-    mask = (numpy_to_image(state.mask.astype(np.uint8) * 255, "mono8", factory, header) if visible
+    mask = (mask_image_msg(factory, state.mask, state.box_xyxy, header, cropped) if visible
             else factory.new("sensor_msgs/msg/Image", header=header))
     return factory.new(
         TRACKED_OBJECT,
@@ -51,15 +51,16 @@ def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header)
         prompted=bool(state.prompted),
         box=pixel_box(factory, state.box_xyxy if state.box_xyxy is not None else (0, 0, 0, 0)),
         mask=mask,
+        mask_cropped=cropped and visible,
     )
 
 
-def tracks_msg(factory: MessageFactory, tracks: FrameTracks, header) -> Any:
+def tracks_msg(factory: MessageFactory, tracks: FrameTracks, header, cropped: bool = False) -> Any:
     return factory.new(
         TRACKED_OBJECT_ARRAY,
         header=header,
         frame_index=int(tracks.frame_index),
-        objects=[tracked_object_msg(factory, s, header) for s in tracks.objects],
+        objects=[tracked_object_msg(factory, s, header, cropped) for s in tracks.objects],
         warnings=list(tracks.errors),
     )
 
@@ -88,12 +89,14 @@ class CameraTracking:
     """
 
     def __init__(self, camera: str, tracker, factory: MessageFactory, overlay: bool = True,
-                 schedule_grounding: Callable[[CameraTracking, GroundingRequest], None] | None = None):
+                 schedule_grounding: Callable[[CameraTracking, GroundingRequest], None] | None = None,
+                 cropped_masks: bool = False):
         self.camera = camera
         self.tracker = tracker  # a StreamTracker on the profile's SAM 2
         self.factory = factory
         self.overlay = overlay
         self.schedule_grounding = schedule_grounding
+        self.cropped_masks = cropped_masks  # masks cropped to their box instead of full-frame
         self.lock = threading.Lock()  # frames step while services add and remove objects
         self._listeners: list[TrackGoal] = []
 
@@ -125,7 +128,7 @@ class CameraTracking:
         overlay = None
         if self.overlay and tracks.objects:
             overlay = numpy_to_image(render_tracks(frame.rgb, tracks), "rgb8", self.factory, frame.header)
-        msg = tracks_msg(self.factory, tracks, frame.header)
+        msg = tracks_msg(self.factory, tracks, frame.header, self.cropped_masks)
         return TrackStep(tracks, msg, overlay, tracked - started, time.perf_counter() - tracked)
 
     def add(self, prompt: ObjectPrompt, object_id: str | None = None) -> str:
@@ -330,8 +333,8 @@ def run_track_goal(tracking: CameraTracking, request, factory: MessageFactory, i
             newest = goal.wait_for_frame(index, poll_s)
             if newest is not None:
                 state, header, index = newest
-                publish_feedback(factory.new("vitron_ros_msgs/action/Track_Feedback",
-                                             object=tracked_object_msg(factory, state, header), frame_index=index))
+                publish_feedback(factory.new("vitron_ros_msgs/action/Track_Feedback", frame_index=index,
+                                             object=tracked_object_msg(factory, state, header, tracking.cropped_masks)))
     finally:
         tracking.stop_listening(goal)
         try:
