@@ -16,7 +16,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         # The trained `shapes` profile ships with the package (18 MB with its SAM 2 tracker): it runs offline.
         (f"share/{PACKAGE}/models/shapes", glob("models/shapes/*.safetensors")),

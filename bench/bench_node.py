@@ -128,8 +128,10 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
         assert response.success, response.message
         time.sleep(3.0)  # tracking under way
         start_rss = rss_mb(node.pid)
+        seen = len(diagnostics)
+        _wait(lambda: len(diagnostics) > seen, 10, "fresh diagnostics")
         before = _camera_values(diagnostics, name)
-        measuring.set()
+        measuring.set()  # within one diagnostics period (0.2 s) of the node's count: a few frames at most
         started = time.monotonic()
         pending = None
         while time.monotonic() - started < args.seconds:
@@ -139,8 +141,9 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
                 pending = query.call_async(Query.Request(request="what is the red object?"))
             time.sleep(1.0)
         measuring.clear()
+        stop.set()  # the camera stops with the measurement, so the node's counts end where the publisher's do
         elapsed = time.monotonic() - started
-        time.sleep(2.5)  # the last diagnostics
+        time.sleep(2.5)  # the last frames drain and the node's diagnostics catch up
         after = _camera_values(diagnostics, name)
         end_rss = rss_mb(node.pid)
     finally:
@@ -222,8 +225,12 @@ def main() -> None:
     parser.add_argument("--reliability", default="best_effort", choices=("best_effort", "reliable"))
     parser.add_argument("--log-dir", default="/tmp")
     parser.add_argument("--mask-format", default="full", choices=("full", "cropped"))
+    parser.add_argument("--large-frames", action="store_true",
+                        help="both processes use config/fastdds_large_frames.xml (a shared-memory segment that fits a frame)")
     args = parser.parse_args()
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    if args.large_frames:  # before rclpy starts: this process is the camera, the writer whose segment carries frames
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(REPO / "config" / "fastdds_large_frames.xml")
     os.environ.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
                        "ROS_DOMAIN_ID": str(101 + os.getpid() % 100)})  # fmt: skip
     import rclpy
@@ -249,13 +256,15 @@ def main() -> None:
         rclpy.try_shutdown()
     for r in results:
         total = sum(r["bytes_per_s"].values())
+        dds = "fastdds_large_frames.xml" if args.large_frames else "Fast DDS defaults"
         print(f"\n== {r['size']} rgb8, {r['seconds']:.0f} s, profile {args.profile}, {args.reliability}, "
-              f"masks {args.mask_format} ==")
+              f"masks {args.mask_format}, {dds} ==")
         print(f"latency stamp -> ~/tracks received: median {r['latency_median_ms']:.1f} ms, "
               f"p95 {r['latency_p95_ms']:.1f} ms ({r['tracks_received']} messages)")
         print(f"frames: published {r['published']}, node received {r['received']}, tracked {r['tracked']}, "
               f"skipped (latest wins) {r['skipped']}; received - tracked - skipped = "
-              f"{r['received'] - r['tracked'] - r['skipped']}; lost in DDS {r['published'] - r['received']}")
+              f"{r['received'] - r['tracked'] - r['skipped']}; published - received = {r['published'] - r['received']} "
+              "(the node's counts are read from /diagnostics every 0.2 s)")
         print(f"node RSS: {r['rss_start_mb']:.0f} MB at start, {r['rss_end_mb']:.0f} MB at end")
         print(f"node publishes {total / 1e6:.2f} MB/s: " +
               ", ".join(f"{t} {v / 1e6:.2f}" for t, v in r["bytes_per_s"].items() if v))
