@@ -2,8 +2,9 @@
 
 rclpy leaves three holes that end a node in the field:
 - an exception raised in any callback comes out of `spin_once` and ends the process;
-- a message or request that cannot be taken (invalid UTF-8 in a string field) raises inside the take, after which
-  the entity is never waited on again: the topic or service goes silent for good;
+- a message or request whose conversion to Python raises inside the take leaves the entity marked as in use, so it is
+  never waited on again and the topic or service goes silent for good (read from rclpy's executor; invalid UTF-8 is
+  not such a case: rclpy decodes it with replacement characters, as the node fuzz test shows);
 - destroying publishers, services and action servers from a worker thread races the wait set that the spin thread
   is building (`InvalidHandle: cannot use Destroyable because destruction was requested`, rclpy issues 1142, 1206,
   1355).
