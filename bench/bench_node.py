@@ -119,8 +119,8 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
     answers = {"ok": 0, "error": 0}
     try:
         thread.start()
-        _wait(lambda: add.wait_for_service(timeout_sec=0.5) and _camera_values(diagnostics, name), 180, "node ready")
-        _wait(lambda: _models_loaded(diagnostics, name), 180, "models loaded")
+        _wait(lambda: add.wait_for_service(timeout_sec=0.5) and _camera_values(diagnostics), 180, "node ready")
+        _wait(lambda: _models_loaded(diagnostics), 180, "models loaded")
         request = AddObjects.Request(bbox_coords=[_box(BoundingBox2D, width * 0.2, height / 4, width / 6, height / 4),
                                                   _box(BoundingBox2D, width / 2, height / 2, width / 6, height / 4)],
                                      bbox_object_ids=["red", "blue"])  # fmt: skip
@@ -130,7 +130,7 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
         start_rss = rss_mb(node.pid)
         seen = len(diagnostics)
         _wait(lambda: len(diagnostics) > seen, 10, "fresh diagnostics")
-        before = _camera_values(diagnostics, name)
+        before = _camera_values(diagnostics)
         measuring.set()  # within one diagnostics period (0.2 s) of the node's count: a few frames at most
         started = time.monotonic()
         pending = None
@@ -144,7 +144,7 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
         stop.set()  # the camera stops with the measurement, so the node's counts end where the publisher's do
         elapsed = time.monotonic() - started
         time.sleep(2.5)  # the last frames drain and the node's diagnostics catch up
-        after = _camera_values(diagnostics, name)
+        after = _camera_values(diagnostics)
         end_rss = rss_mb(node.pid)
     finally:
         stop.set()
@@ -188,7 +188,7 @@ def _box(kind, cx, cy, w, h):
     return box
 
 
-def _camera_values(diagnostics, name: str) -> dict | None:
+def _camera_values(diagnostics) -> dict | None:
     for array in reversed(list(diagnostics)):
         for status in array.status:
             if status.name == "vitron: camera bench" and status.hardware_id == "bench":
@@ -198,7 +198,7 @@ def _camera_values(diagnostics, name: str) -> dict | None:
     return None
 
 
-def _models_loaded(diagnostics, name: str) -> bool:
+def _models_loaded(diagnostics) -> bool:
     return any(s.name == "vitron: models" and s.message == "models loaded" for a in list(diagnostics)[-3:] for s in a.status)
 
 

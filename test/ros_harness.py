@@ -183,7 +183,6 @@ class CameraFeed:
         self.compressed = compressed
         self.rate_hz = rate_hz
         self.make_frame = make_frame or (lambda i: scene(shift=i % 20))
-        self.sent: dict[str, list[int]] = {frame_id: [] for frame_id in topics}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -205,7 +204,6 @@ class CameraFeed:
                 else:
                     msg = image_msg(rgb, frame_id, stamp)
                 publisher.publish(msg)
-                self.sent[frame_id].append(stamp)
             i += 1
             self._stop.wait(1.0 / self.rate_hz)
 

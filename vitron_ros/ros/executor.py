@@ -68,18 +68,22 @@ class ContainedExecutor(MultiThreadedExecutor):
 
     # rclpy takes a message or request inside the worker's handler; if that raises, the entity stays marked as
     # in use and is never waited on again. Taking inside a guard keeps it alive (the bad message is dropped).
+    # (Names are read only on failure: reading one from an entity being destroyed raises InvalidHandle itself.)
     def _take_subscription(self, sub):
-        try:
-            return super()._take_subscription(sub)
-        except Exception as error:  # noqa: BLE001
-            self._report(f"dropped a message on {sub.topic_name} that could not be read", error)
-            return None
+        return self._guarded_take(super()._take_subscription, sub, lambda: f"a message on {sub.topic_name}")
 
     def _take_service(self, srv):
+        return self._guarded_take(super()._take_service, srv, lambda: f"a request to {srv.srv_name}")
+
+    def _guarded_take(self, take, entity, what: Callable[[], str]):
         try:
-            return super()._take_service(srv)
+            return take(entity)
         except Exception as error:  # noqa: BLE001
-            self._report(f"dropped a request to {srv.srv_name} that could not be read", error)
+            try:
+                name = what()
+            except Exception:  # noqa: BLE001 - destroyed meanwhile
+                name = "a message or request"
+            self._report(f"dropped {name} that could not be read", error)
             return None
 
     def _report(self, what: str, error: BaseException) -> None:

@@ -247,15 +247,11 @@ class VitronNode(LifecycleNode):
     def _destroy(self) -> None:
         """Stop the threads, let running requests drain, then destroy every entity on the executor's spin thread."""
         self._closing.set()
-        self._goals_end.set()
         for worker in self.workers.values():
             worker.shutdown(wait=False)
         for loop in self.tracking_loops.values():
             loop.stop()
-        with self._drained:
-            if not self._drained.wait_for(lambda: self._inflight == 0, timeout=DRAIN_TIMEOUT_S):
-                self.get_logger().warning(f"{self._inflight} request(s) still running after {DRAIN_TIMEOUT_S:.0f} s; "
-                                          "destroying their services anyway")
+        self._end_running_goals()
         with self._entities:
             created, actions = self._created, self._actions
             publishers = [*self._outputs.values(), self._diagnostics]
@@ -287,10 +283,13 @@ class VitronNode(LifecycleNode):
             destroy()
 
     def _end_running_goals(self) -> None:
-        """Deactivation frees the models: Track goals end (aborted, with the reason) instead of waiting forever."""
+        """Deactivation and cleanup: running goals end (aborted, with the reason) and requests finish, up to
+        DRAIN_TIMEOUT_S, before models are freed or entities destroyed."""
         self._goals_end.set()
         with self._drained:
-            self._drained.wait_for(lambda: self._inflight == 0, timeout=DRAIN_TIMEOUT_S)
+            if not self._drained.wait_for(lambda: self._inflight == 0, timeout=DRAIN_TIMEOUT_S):
+                self.get_logger().warning(f"{self._inflight} request(s) still running after {DRAIN_TIMEOUT_S:.0f} s; "
+                                          "going on without them")
 
     def _parameter_values(self) -> dict:
         values = {}
@@ -639,8 +638,8 @@ def main(args=None) -> None:
         node.get_logger().info("stopping: shutting the node down")
         try:
             node.trigger_shutdown()  # lifecycle shutdown: models freed, threads stopped, entities destroyed
-        except Exception as error:  # noqa: BLE001 - still destroy the node and the context
-            node.get_logger().error(f"shutdown transition failed: {describe_error(error)}")
+        except Exception as error:  # noqa: BLE001 - e.g. already finalized by a lifecycle manager; still clean up
+            node.get_logger().info(f"no shutdown transition ({describe_error(error)}); destroying the node")
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
