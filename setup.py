@@ -30,6 +30,7 @@ setup(
         "torch==2.15.0",
         "torchvision==0.29.2",
         "transformers>=5.0,<6",
+        "diffusers>=0.42,<0.43",  # StableDiffusionInpaint and InstructPix2Pix (generator, editor)
         "huggingface_hub",
         "segment-anything==1.0",
         "numpy",

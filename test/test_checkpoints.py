@@ -24,7 +24,7 @@ def test_official_vit_b_state_dict_loads_key_for_key(tmp_path):
 
 def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_profile):
     with pytest.raises(CheckpointLoadError, match="does not (match|fit)"):
-        load_sam("vit_b", tiny_profile.segmenter.checkpoint)
+        load_sam("vit_b", tiny_profile.section("segmenter").checkpoint)
 
 
 def test_missing_checkpoint_names_file_and_fetch_command(tmp_path):

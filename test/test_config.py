@@ -8,7 +8,7 @@ def test_shipped_profiles_load_with_cache_expanded(vitron_cache):
     profiles = load_profiles()
     assert {"tiny", "default"} <= set(profiles)
     assert profiles["tiny"].llm.model.startswith(str(vitron_cache))
-    assert profiles["default"].segmenter.arch == "vit_h"
+    assert profiles["default"].section("segmenter").arch == "vit_h"
     assert profiles["default"].llm.model == "llava-hf/llava-1.5-7b-hf"
 
 
@@ -36,7 +36,7 @@ def test_bad_enum_values_are_named(tmp_path):
 
 
 def test_missing_section_and_bad_yaml(tmp_path):
-    with pytest.raises(VitronInputError, match="profile 'p'.segmenter: expected a mapping"):
+    with pytest.raises(VitronInputError, match="profile 'p': the 'segmenter' section is required"):
         load_profiles(_write(tmp_path, "profiles:\n  p:\n    llm: {model: x}\n"))
     with pytest.raises(VitronInputError, match="not valid YAML"):
         load_profiles(_write(tmp_path, "profiles: [unclosed\n"))

@@ -74,7 +74,7 @@ def test_everything_invocation_and_format_errors_in_one_reply(tiny_pipeline, sce
     result = tiny_pipeline.ground_reply(scene, "segment everything", reply)
     assert any(m.source == SOURCE_EVERYTHING for m in result.masks)
     assert any("unknown module 'painter'" in e for e in result.errors)
-    assert any("nothing to prompt the specialist with" in e for e in result.errors)  # no [SEG], no <Region>
+    assert any("nothing to prompt the segmenter with" in e for e in result.errors)  # no [SEG], no <Region>
 
 
 def test_bad_inputs_raise_clear_errors(tiny_pipeline, scene):

@@ -22,12 +22,12 @@ H, W = 48, 80
 def sam2(tiny_profile):
     from vitron_ros.core.model.sam2_loader import load_sam2_video
 
-    return load_sam2_video(tiny_profile.tracker.model)
+    return load_sam2_video(tiny_profile.section("tracker").model)
 
 
 def _tracker(sam2, tiny_profile, grounder=None, **config) -> StreamTracker:
     model, processor = sam2
-    cfg = dataclasses.replace(tiny_profile.tracker, **config)
+    cfg = dataclasses.replace(tiny_profile.section("tracker"), **config)
     return StreamTracker(model, processor, cfg, grounder=grounder)
 
 

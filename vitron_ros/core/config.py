@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -75,6 +76,12 @@ class SegmenterConfig:
     everything_max_side: int = 1024
     points_per_batch: int = 16
 
+    paths: ClassVar[tuple[str, ...]] = ("checkpoint",)  # fields where ${cache} / ${share} expand
+
+    def check(self, where: str) -> None:
+        if self.arch not in SAM_ARCHS:
+            raise VitronInputError(f"{where}.arch: expected one of {SAM_ARCHS}, got {self.arch!r}")
+
 
 @dataclass(frozen=True)
 class TrackerConfig:
@@ -92,16 +99,30 @@ class TrackerConfig:
     reacquire_interval: int = 10  # frames between attempts to re-ground a lost object's original request
     min_mask_area: int = 1  # a visible object needs at least this many mask pixels
 
+    paths: ClassVar[tuple[str, ...]] = ("model",)
+
+    def check(self, where: str) -> None:
+        if self.memory_window < 1 or self.max_conditioning_frames < 1:
+            raise VitronInputError(f"{where}: memory_window and max_conditioning_frames must be at least 1")
+
 
 @dataclass(frozen=True)
 class ProfileConfig:
     name: str
     llm: LlmConfig
-    segmenter: SegmenterConfig
+    # registry name -> that specialist's config section, one YAML section each (see specialists.SPECIALISTS);
+    # a specialist without a section is not loaded, and invocations naming it get "unknown module"
+    specialists: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
     build_if_missing: bool = False  # build random tiny weights on first use (tiny profile only)
     tiny: TinyBuildConfig = field(default_factory=TinyBuildConfig)
-    tracker: TrackerConfig | None = None  # video tracking; None: this profile answers about still images only
+
+    def section(self, name: str) -> Any | None:
+        """The config of specialist `name`, or None when this profile does not configure it."""
+        return self.specialists.get(name)
+
+    def with_section(self, name: str, section: Any) -> ProfileConfig:
+        return dataclasses.replace(self, specialists={**self.specialists, name: section})
 
 
 def default_profiles_path() -> Path:
@@ -149,28 +170,40 @@ def _expand(path: str) -> str:
     return os.path.expanduser(path)
 
 
+def build_section(cls: type, values: Any, where: str) -> Any:
+    """A specialist's config section: keys checked, `cls.paths` expanded, then `cls.check(where)` if it has one."""
+    section = build_checked(cls, values, where)
+    expanded = {
+        name: _expand(value) for name in getattr(cls, "paths", ()) if isinstance(value := getattr(section, name), str)
+    }
+    section = dataclasses.replace(section, **expanded)
+    if hasattr(section, "check"):
+        section.check(where)
+    return section
+
+
 def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
+    from .specialists import SPECIALISTS  # the registry knows each specialist's section; it imports this module
+
     where = f"profile '{name}'"
     if not isinstance(raw, dict):
         raise VitronInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
     raw = dict(raw)
     llm = build_checked(LlmConfig, raw.pop("llm", None), f"{where}.llm")
-    seg = build_checked(SegmenterConfig, raw.pop("segmenter", None), f"{where}.segmenter")
     tiny = build_checked(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
-    tracker = raw.pop("tracker", None)
-    if tracker is not None:
-        tracker = build_checked(TrackerConfig, tracker, f"{where}.tracker")
-        tracker = dataclasses.replace(tracker, model=_expand(tracker.model))
-        if tracker.memory_window < 1 or tracker.max_conditioning_frames < 1:
-            raise VitronInputError(f"{where}.tracker: memory_window and max_conditioning_frames must be at least 1")
     llm = dataclasses.replace(llm, model=_expand(llm.model))
-    seg = dataclasses.replace(seg, checkpoint=_expand(seg.checkpoint))
     if llm.box_format not in BOX_FORMATS:
         raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
-    if seg.arch not in SAM_ARCHS:
-        raise VitronInputError(f"{where}.segmenter.arch: expected one of {SAM_ARCHS}, got {seg.arch!r}")
-    profile = build_checked(ProfileConfig, {"name": name, "llm": llm, "segmenter": seg, "tiny": tiny, "tracker": tracker, **raw}, where)
-    return profile
+    specialists = {}
+    for key, entry in SPECIALISTS.items():
+        section = raw.pop(key, None)
+        if section is None and entry.required:
+            raise VitronInputError(f"{where}: the {key!r} section is required")
+        if section is not None:
+            specialists[key] = build_section(entry.config, section, f"{where}.{key}")
+    if "specialists" in raw:
+        raise VitronInputError(f"{where}: specialists are top-level sections named {sorted(SPECIALISTS)}")
+    return build_checked(ProfileConfig, {"name": name, "llm": llm, "tiny": tiny, "specialists": specialists, **raw}, where)
 
 
 def read_yaml(path: Path, what: str) -> Any:

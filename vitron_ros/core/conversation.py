@@ -9,14 +9,24 @@ import numpy as np
 IMAGE_TOKEN = "<image>"
 SKETCH_TOKEN = "<sketch>"
 
-SYSTEM_PROMPT = (
-    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
-    "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
-    "</Region>, with box coordinates between 0 and 1. Modules: segmenter (tasks: segmentation, everything), "
-    "tracker (tasks: tracking, for following an object through the video). "
-    "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
-)
+def system_prompt(modules: str) -> str:
+    """The default system turn; `modules` is the registry's description of the loaded specialists."""
+    return (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
+        "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
+        f"</Region>, with box coordinates between 0 and 1. Modules: {modules}. "
+        "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
+    )
+
+
+def _every_module() -> str:
+    from .specialists import SPECIALISTS, module_descriptions
+
+    return module_descriptions(SPECIALISTS)
+
+
+SYSTEM_PROMPT = system_prompt(_every_module())  # with every registered specialist (the tiny tokenizer's corpus)
 
 
 @dataclass(frozen=True)

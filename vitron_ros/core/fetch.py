@@ -39,26 +39,32 @@ def download_file(url: str, destination: str | os.PathLike, progress: bool = Tru
 
 
 def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
-    """Download the LLM and SAM 2 (hub snapshots) and the SAM checkpoint a profile names, skipping what is here."""
+    """Download the LLM and every configured specialist's checkpoints (as its registry entry says), skipping
+    what is here."""
     from .model.tiny import build_tiny_assets
+    from .specialists import SPECIALISTS
 
     if profile.build_if_missing:
         build_tiny_assets(profile)
         return
-    seg = profile.segmenter
-    if Path(seg.checkpoint).is_file():
-        print(f"segmenter checkpoint present: {seg.checkpoint}")
-    elif seg.url:
-        print(f"downloading SAM {seg.arch} from {seg.url}")
-        download_file(seg.url, seg.checkpoint, progress)
+    fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
+    for name, section in profile.specialists.items():
+        if SPECIALISTS[name].fetch is not None:
+            SPECIALISTS[name].fetch(section, profile)
+
+
+def fetch_file(what: str, path: str, url: str | None, profile_name: str, progress: bool = True) -> None:
+    """One checkpoint file from `url` to `path`, unless it is there."""
+    if Path(path).is_file():
+        print(f"{what} checkpoint present: {path}")
+    elif url:
+        print(f"downloading {what} from {url}")
+        download_file(url, path, progress)
     else:
-        raise VitronInputError(f"profile {profile.name!r}: {seg.checkpoint} is missing and no url is configured")
-    _fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
-    if profile.tracker is not None:
-        _fetch_hub_model("SAM 2 tracker", profile.tracker.model, profile.tracker.revision)
+        raise VitronInputError(f"profile {profile_name!r}: {path} is missing and no url is configured")
 
 
-def _fetch_hub_model(what: str, model: str, revision: str | None) -> None:
+def fetch_hub_model(what: str, model: str, revision: str | None) -> None:
     if Path(os.path.expanduser(model)).is_dir():
         print(f"{what} folder present: {model}")
         return

@@ -105,6 +105,7 @@ def parse_reply(
     image_hw: tuple[int, int],
     modules: Mapping[str, frozenset[str] | set[str]],
     box_format: str = "normalized",
+    grounder: str = "segmenter",
 ) -> ParsedReply:
     """Parse an LLM reply into user text and validated invocations.
 
@@ -113,6 +114,7 @@ def parse_reply(
         image_hw: (height, width) of the original image, for box conversion and bounds.
         modules: specialist name -> its task names; anything else is rejected.
         box_format: "normalized" or "pixel", as the profile's LLM writes boxes.
+        grounder: the specialist that grounds phrases and bare [SEG] (the registry's grounding entry).
     """
     if not isinstance(text, str):
         return ParsedReply("", (), 0, (f"reply must be text, got {type(text).__name__}",))
@@ -160,11 +162,11 @@ def parse_reply(
                 errors.append(f"phrase {phrase!r}: {error}")
         if phrase and (seg_pos is not None or box is not None):
             seg_index = _seg_index_at(text, original_position(seg_pos)) if seg_pos is not None else None
-            call = Invocation("segmenter", "segmentation", phrase, box, seg_index, phrase)
-            if "segmenter" in modules:
+            call = Invocation(grounder, "segmentation", phrase, box, seg_index, phrase)
+            if grounder in modules:
                 found.append((original_position(match.start()), call))
             else:
-                errors.append("grounded phrase needs the 'segmenter' specialist, which is not loaded")
+                errors.append(f"grounded phrase needs the {grounder!r} specialist, which is not loaded")
         phrase_spans.append((match.start(), match.end(), phrase))
 
     # Bare [SEG] (LISA style, "Sure, it is [SEG].") grounds the request itself.
@@ -173,8 +175,8 @@ def parse_reply(
         if any(s <= match.start() < e for s, e in covered):
             continue
         seg_index = _seg_index_at(text, original_position(match.start()))
-        call = Invocation("segmenter", "segmentation", "", None, seg_index, None)
-        if "segmenter" in modules:
+        call = Invocation(grounder, "segmentation", "", None, seg_index, None)
+        if grounder in modules:
             found.append((original_position(match.start()), call))
 
     pieces: list[str] = []

@@ -6,30 +6,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .config import ProfileConfig, load_profile
-from .conversation import SKETCH_TOKEN, SYSTEM_PROMPT, Conversation, Region, Turn
+from .conversation import SKETCH_TOKEN, Conversation, Region, Turn, system_prompt
 from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import box_to_mask, mask_to_box
 from .model.vitron_llm import PromptInputs
 from .results import (
+    OUTPUT_KINDS,
     SOURCE_EMBEDDING,
     SOURCE_EMBEDDING_AND_BOX,
     SOURCE_EVERYTHING,
     SOURCE_TEXT_BOX,
     SOURCE_USER_PROMPT,
     GroundedMask,
-    MaskTrack,
     VitronResult,
 )
 from .sketch import Sketch
-from .specialists import SPECIALIST_FACTORIES, Frame, Specialist, SpecialistCall
+from .specialists import SPECIALISTS, Frame, Specialist, SpecialistCall, grounding_specialist, module_descriptions
 from .timing import StageTimer
 from .video import ClipSampling, check_clip
 
@@ -63,19 +65,37 @@ class _Query:
 
 
 class VitronPipeline:
+    """The LLM and the loaded specialists (registry name -> specialist; see `specialists.SPECIALISTS`)."""
+
     def __init__(self, llm, specialists: dict[str, Specialist], profile_name: str = ""):
         self.llm = llm
         self.specialists = dict(specialists)
         self.profile_name = profile_name
+        unknown = sorted(set(self.specialists) - set(SPECIALISTS))
+        if unknown:
+            raise ValueError(f"specialists {unknown} have no registry entry; registered: {sorted(SPECIALISTS)}")
         self.modules = {name: frozenset(s.tasks) for name, s in self.specialists.items()}
-        if "segmenter" not in self.specialists:
-            raise ValueError("VITRON needs the 'segmenter' specialist: sketches and grounded phrases go through it")
-        segmenter = self.specialists["segmenter"]
-        if llm.heads is not None and llm.heads.config.prompt_dim != segmenter.prompt_dim:
+        # The LLM, the grounder and the tracker serve one query at a time; a long-running specialist has its own
+        # lock and runs after the model lock is released.
+        self.model_lock = threading.RLock()
+        self.specialist_locks = {
+            name: threading.Lock() for name in self.specialists if SPECIALISTS[name].long_running
+        }
+        # sketches, grounded phrases and bare [SEG] go through the one entry that grounds masks
+        self.grounder = grounding_specialist(self.specialists)
+        grounder = self.specialists[self.grounder]
+        if llm.heads is not None and llm.heads.config.prompt_dim != grounder.prompt_dim:
             raise CheckpointLoadError(
-                f"signal projector outputs width {llm.heads.config.prompt_dim} but the segmenter's prompt tokens "
-                f"are {segmenter.prompt_dim} wide: heads and SAM checkpoints do not belong together"
+                f"signal projector outputs width {llm.heads.config.prompt_dim} but the {self.grounder}'s prompt "
+                f"tokens are {grounder.prompt_dim} wide: heads and {self.grounder} checkpoints do not belong together"
             )
+        for name, specialist in self.specialists.items():
+            width = getattr(specialist, "signal_dim", None)
+            if width is not None and width != llm.hidden_size:
+                raise CheckpointLoadError(
+                    f"the {name}'s signal projector reads {width}-wide [SEG] states but the LLM's are "
+                    f"{llm.hidden_size}: the {name} and LLM checkpoints do not belong together"
+                )
 
     @classmethod
     def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> VitronPipeline:
@@ -88,8 +108,9 @@ class VitronPipeline:
         if profile.build_if_missing:
             build_tiny_assets(profile, progress=progress)
         hint = f"run `vitron models fetch --profile {profile.name}`"
-        specialists = {name: factory(profile, device) for name, factory in SPECIALIST_FACTORIES.items()}
-        specialists = {name: s for name, s in specialists.items() if s is not None}
+        specialists = {
+            name: SPECIALISTS[name].build(section, profile, device) for name, section in profile.specialists.items()
+        }
         llm = VitronLLM.from_pretrained(profile.llm, device=device, fetch_hint=hint)
         return cls(llm, specialists, profile.name)
 
@@ -123,12 +144,14 @@ class VitronPipeline:
         about the same image. `progress(stage, reply_so_far)` is called as each stage starts and after every
         generated token; an exception it raises (QueryCancelled) abandons the query.
         """
-        query = self._begin(image, request, sketches, conversation, progress)
-        # 4. Generate the reply
-        with query.timer.stage("llm_generate"):
-            on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-            reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
-        return self._finish(query, reply, reply_ids), query.conversation
+        with self.model_lock:
+            query = self._begin(image, request, sketches, conversation, progress)
+            # 4. Generate the reply
+            with query.timer.stage("llm_generate"):
+                on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
+                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
+            result, deferred = self._finish(query, reply, reply_ids)
+        return self._run_deferred(query, result, deferred), query.conversation
 
     def ask_clip(
         self,
@@ -147,12 +170,14 @@ class VitronPipeline:
         sampling = sampling or ClipSampling()
         frames = check_clip(frames, sampling)
         sampled = [frames[i] for i in sampling.indices(len(frames))]
-        query = self._begin(frames[0], request, (), conversation, progress, video=sampled)
-        query.frame.clip = tuple(frames)
-        with query.timer.stage("llm_generate"):
-            on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-            reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
-        result = self._finish(query, reply, reply_ids)
+        with self.model_lock:
+            query = self._begin(frames[0], request, (), conversation, progress, video=sampled)
+            query.frame.clip = tuple(frames)
+            with query.timer.stage("llm_generate"):
+                on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
+                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
+            result, deferred = self._finish(query, reply, reply_ids)
+        result = self._run_deferred(query, result, deferred)
         result.clip_frames = len(frames)
         return result, query.conversation
 
@@ -162,20 +187,25 @@ class VitronPipeline:
         masks = [m for m in result.masks if m.invocation_index is not None and m.mask.any()]
         return (masks[0].mask, masks[0].score) if masks else None
 
-    def ground_reply(self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = ()) -> VitronResult:
+    def ground_reply(
+        self, image: np.ndarray, request: str, reply: str, sketches: Sequence[Sketch] = (), progress=None
+    ) -> VitronResult:
         """Ground a given reply (teacher forcing) instead of generating one: same prompt, parser and specialists.
 
         Used for evaluation and training on written answers, and to replay an answer from a log.
         """
-        query = self._begin(image, request, sketches, None)
-        return self._finish(query, reply, self.llm.encode_reply(reply))
+        with self.model_lock:
+            query = self._begin(image, request, sketches, None, progress)
+            result, deferred = self._finish(query, reply, self.llm.encode_reply(reply))
+        return self._run_deferred(query, result, deferred)
 
     def _begin(self, image, request, sketches, conversation: Conversation | None, progress=None, video=None) -> _Query:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
         conversation = conversation if conversation is not None else Conversation(
-            system=self.llm.config.system_prompt or SYSTEM_PROMPT, image_hw=(height, width)
+            system=self.llm.config.system_prompt or system_prompt(module_descriptions(self.specialists)),
+            image_hw=(height, width),
         )
         if conversation.image_hw not in (None, (height, width)):
             raise VitronInputError(
@@ -183,7 +213,8 @@ class VitronPipeline:
             )
         on_stage = (lambda name: progress(name, "")) if progress is not None else None
         timer = StageTimer(self._sync(), on_stage)
-        query = _Query(frame=Frame(image), request=request, conversation=conversation, timer=timer)
+        on_step = (lambda step, steps: progress("denoise", f"{step}/{steps}")) if progress is not None else None
+        query = _Query(frame=Frame(image, on_step=on_step), request=request, conversation=conversation, timer=timer)
 
         # 2. Sketches -> region masks (through the segmenter, falling back to the drawn shape)
         with query.timer.stage("segmenter_prompts"):
@@ -200,13 +231,21 @@ class VitronPipeline:
             query.prompt = self.llm.build_prompt(pending, encoding)
         return query
 
-    def _finish(self, query: _Query, reply: str, reply_ids: list[int]) -> VitronResult:
+    def _finish(self, query: _Query, reply: str, reply_ids: list[int]):
         query.turn.assistant = reply
         query.conversation.turns.append(query.turn)
         query.conversation.image_hw = query.frame.image.shape[:2]
-        # 5-7. Parse, compute signal embeddings, call specialists
-        result = self._ground(query, reply, reply_ids)
+        # 5-7. Parse, compute signal embeddings, call specialists (long-running ones are handed back, deferred)
+        result, deferred = self._ground(query, reply, reply_ids)
         result.masks[:0] = query.sketch_masks
+        return result, deferred
+
+    def _run_deferred(self, query: _Query, result: VitronResult, deferred) -> VitronResult:
+        """8. Long-running specialists (diffusion) run after the model lock is released, each under its own lock:
+        a generation on one camera does not hold up another camera's query."""
+        for module, items in deferred:
+            with self.specialist_locks[module]:
+                self._serve(query, result, module, items)
         result.timings = query.timer.finish()
         return result
 
@@ -225,18 +264,18 @@ class VitronPipeline:
             )
             for s in sketches
         ]
-        outputs = self.specialists["segmenter"].run(query.frame, calls)
+        outputs = self.specialists[self.grounder].run(query.frame, calls)
         regions = []
         for i, (sketch, output) in enumerate(zip(sketches, outputs, strict=True)):
             if isinstance(output, Exception):
-                query.errors.append(f"sketch {i}: segmenter failed: {output}")
+                query.errors.append(f"sketch {i}: {self.grounder} failed: {output}")
                 mask, score = sketch.drawn_mask(height, width), 0.0
             else:
                 mask, score = output.masks[0], float(output.scores[0])
                 if sketch.kind == "box":  # SAM may leak outside a box prompt; the user's box bounds the region
                     mask = mask & box_to_mask(sketch.box_xyxy, height, width)
                 if not mask.any():
-                    query.errors.append(f"sketch {i}: segmenter found nothing there; using the drawn {sketch.kind}")
+                    query.errors.append(f"sketch {i}: {self.grounder} found nothing there; using the drawn {sketch.kind}")
                     mask = sketch.drawn_mask(height, width)
             # The location embedding describes what the user drew: their box, else the region mask's extent.
             box = sketch.box_xyxy if sketch.kind == "box" else mask_to_box(mask)
@@ -249,94 +288,132 @@ class VitronPipeline:
         timer, errors, request = query.timer, query.errors, query.request
         # 5. Parse: the one strict parser; format breaks become errors, not exceptions
         with timer.stage("parse"):
-            parsed: ParsedReply = parse_reply(reply, (height, width), self.modules, self.llm.config.box_format)
+            parsed: ParsedReply = parse_reply(
+                reply, (height, width), self.modules, self.llm.config.box_format, grounder=self.grounder
+            )
         errors.extend(parsed.errors)
 
-        # 6. Signal embeddings: hidden states at [SEG], projected into the segmenter's prompt space
+        # 6. Signal embeddings: hidden states at [SEG]; the grounder's prompt tokens by the LLM's trained head,
+        #    other specialists project the hidden state with their own
+        hidden = np.zeros((0, 0), np.float32)
         embeddings = np.zeros((0, 0), np.float32)
-        if any(call.seg_index is not None for call in parsed.invocations) and self.llm.has_signal_projector:
+        if any(call.seg_index is not None for call in parsed.invocations):
             with timer.stage("signal_forward"):
-                embeddings = self.llm.signal_embeddings(query.prompt, reply_ids)
-            if len(embeddings) != parsed.seg_count:
+                hidden = self.llm.signal_hidden_states(query.prompt, reply_ids)
+                embeddings = self.llm.project_signals(hidden)
+            if len(hidden) != parsed.seg_count:
                 errors.append(
-                    f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(embeddings)} [SEG] tokens"
+                    f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(hidden)} [SEG] tokens"
                 )
 
-        # 7. Specialist calls, grouped per specialist so each encodes the image once
+        # 7. Specialist calls. Calls the grounder serves (its own, and grounded tasks' regions) run first, as one
+        #    batch so it encodes the image once; then every other specialist gets its batch.
         result = VitronResult(answer=parsed.text, raw_reply=reply, image_hw=(height, width), profile=self.profile_name)
         planned: dict[str, list[tuple[int, Invocation, SpecialistCall, str]]] = {}
+        grounding: list[tuple[int, Invocation, SpecialistCall, str]] = []
         for index, invocation in enumerate(parsed.invocations):
             result.invocations.append(invocation)
-            call, source, error = self._specialist_call(invocation, embeddings, request)
+            call, source, error = self._specialist_call(invocation, embeddings, hidden, request)
             if error:
                 errors.append(f"invocation {index} ({invocation.module} {invocation.task}): {error}")
                 continue
-            # A tracking call is grounded on the key frame by the segmenter first; the tracker then follows that mask.
-            planned.setdefault("segmenter" if invocation.module == "tracker" else invocation.module, []).append(
-                (index, invocation, call, source)
-            )
-        for module, items in planned.items():
-            with timer.stage("segmenter_answer" if module == "segmenter" else f"{module}_answer"):
-                outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
-            for (index, invocation, _, source), output in zip(items, outputs, strict=True):
+            if invocation.module == self.grounder or self._grounded(invocation):
+                grounding.append((index, invocation, call, source))
+            else:
+                planned.setdefault(invocation.module, []).append((index, invocation, call, source))
+        if grounding:
+            with timer.stage(f"{self.grounder}_answer"):
+                outputs = self.specialists[self.grounder].run(
+                    query.frame, [self._as_grounding(call) for _, _, call, _ in grounding]
+                )
+            for (index, invocation, call, source), output in zip(grounding, outputs, strict=True):
                 if isinstance(output, Exception):
-                    errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
+                    errors.append(f"invocation {index} ({invocation.module} {invocation.task}): {output}")
                     continue
-                result.masks.extend(self._grounded_masks(index, invocation, output, source, request))
-        self._track(query, result)
-        result.errors = errors
-        return result
+                self._collect(result, self.grounder, index, invocation, output, source, request)
+                if invocation.module != self.grounder:  # a grounded task: its specialist works on that mask
+                    mask = result.masks[-1].mask
+                    if not mask.any():
+                        errors.append(f"invocation {index} ({invocation.module} {invocation.task}): "
+                                      f"the {self.grounder} found nothing for {call.instruction!r}")
+                        continue
+                    planned.setdefault(invocation.module, []).append(
+                        (index, invocation, dataclasses.replace(call, mask=mask), source)
+                    )
+        deferred = [(module, items) for module, items in planned.items() if module in self.specialist_locks]
+        for module, items in planned.items():
+            if module not in self.specialist_locks:
+                self._serve(query, result, module, items)
+        if query.frame.clip:
+            self._follow_clip(query, result, set(planned))
+        result.errors = errors  # the same list: deferred calls append their failures to it
+        return result, deferred
 
-    def _track(self, query: _Query, result: VitronResult) -> None:
-        """Follow grounded masks through the clip: all of them in a clip query, else those the LLM asked to track."""
-        if "tracker" not in self.specialists:
-            return
-        clip_query = bool(query.frame.clip)
+    def _serve(self, query: _Query, result: VitronResult, module: str, items) -> None:
+        with query.timer.stage(f"{module}_answer"):
+            outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
+        for (index, invocation, _, source), output in zip(items, outputs, strict=True):
+            if isinstance(output, Exception):
+                query.errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
+                continue
+            self._collect(result, module, index, invocation, output, source, query.request)
+
+    def _grounded(self, invocation: Invocation) -> bool:
+        task = SPECIALISTS[invocation.module].tasks.get(invocation.task)
+        return task is not None and task.grounded
+
+    def _as_grounding(self, call: SpecialistCall) -> SpecialistCall:
+        """The grounder's half of a call: its first task, same prompts (a grounded task's own task is not its)."""
+        task = call.task if call.task in self.modules[self.grounder] else next(iter(SPECIALISTS[self.grounder].tasks))
+        return dataclasses.replace(call, task=task)
+
+    def _collect(self, result, module, index, invocation, output, source, request) -> None:
+        entry = SPECIALISTS[module]
+        OUTPUT_KINDS[entry.output](result, entry, index, invocation, output, source, request)
+
+    def _follow_clip(self, query: _Query, result: VitronResult, already: set[str]) -> None:
+        """In a clip query, every grounded mask goes to each loaded specialist that follows clips (the tracker)."""
         chosen = [
             m for m in result.masks
             if m.invocation_index is not None and m.mask.any() and m.source != SOURCE_EVERYTHING
-            and (clip_query or result.invocations[m.invocation_index].module == "tracker")
         ]
-        if not chosen:
-            return
-        calls = [SpecialistCall(task="tracking", instruction=m.label, mask=m.mask) for m in chosen]
-        with query.timer.stage("tracker_answer"):
-            outputs = self.specialists["tracker"].run(query.frame, calls)
-        for grounded, output in zip(chosen, outputs, strict=True):
-            if isinstance(output, Exception):
-                query.errors.append(f"tracking {grounded.label!r}: {output}")
+        for name, entry in SPECIALISTS.items():
+            if not entry.follows_clip or name not in self.specialists or not chosen:
                 continue
-            result.tracks.append(MaskTrack(grounded.label, output.masks, output.scores, grounded.invocation_index))
+            task = next(iter(entry.tasks))
+            pending = [m for m in chosen if not (name in already and result.invocations[m.invocation_index].module == name)]
+            calls = [SpecialistCall(task=task, instruction=m.label, mask=m.mask) for m in pending]
+            with query.timer.stage(f"{name}_answer"):
+                outputs = self.specialists[name].run(query.frame, calls)
+            for grounded, output in zip(pending, outputs, strict=True):
+                if isinstance(output, Exception):
+                    query.errors.append(f"{task} {grounded.label!r}: {output}")
+                    continue
+                invocation = result.invocations[grounded.invocation_index]
+                labelled = dataclasses.replace(invocation, phrase=grounded.label)
+                self._collect(result, name, grounded.invocation_index, labelled, output, grounded.source, query.request)
 
-    def _specialist_call(self, invocation: Invocation, embeddings: np.ndarray, request: str):
+    def _specialist_call(self, invocation: Invocation, embeddings: np.ndarray, hidden: np.ndarray, request: str):
         """Invocation -> (SpecialistCall, source label, None) or (None, None, error text)."""
-        embedding = None
-        if invocation.seg_index is not None and self.llm.has_signal_projector:
+        embedding = signal = None
+        if invocation.seg_index is not None and invocation.seg_index < len(hidden):
+            signal = hidden[invocation.seg_index]
             if invocation.seg_index < len(embeddings):
                 embedding = embeddings[invocation.seg_index]
         if invocation.task == "everything":
             return SpecialistCall(task="everything", instruction=invocation.instruction), SOURCE_EVERYTHING, None
-        if embedding is None and invocation.box_xyxy is None:
+        needs_prompt = invocation.module == self.grounder or self._grounded(invocation)
+        if needs_prompt and embedding is None and invocation.box_xyxy is None:
             why = "this checkpoint has no signal projector" if invocation.seg_index is not None else "no [SEG]"
-            return None, None, f"nothing to prompt the specialist with ({why} and no <Region> box)"
+            return None, None, f"nothing to prompt the {self.grounder} with ({why} and no <Region> box)"
         source = SOURCE_EMBEDDING_AND_BOX if (embedding is not None and invocation.box_xyxy) else (
             SOURCE_EMBEDDING if embedding is not None else SOURCE_TEXT_BOX
         )
         call = SpecialistCall(
-            task="segmentation" if invocation.module == "tracker" else invocation.task,
+            task=invocation.task,
             instruction=invocation.instruction or request,
             box_xyxy=invocation.box_xyxy,
             embedding=embedding,
+            signal=signal,
         )
         return call, source, None
-
-    @staticmethod
-    def _grounded_masks(index, invocation, output, source, request) -> list[GroundedMask]:
-        if invocation.task == "everything":
-            return [
-                GroundedMask(label, mask, mask_to_box(mask), float(score), source, None, index)
-                for label, mask, score in zip(output.labels, output.masks, output.scores, strict=True)
-            ]
-        mask = output.masks[0]  # best-scored candidate
-        label = invocation.phrase or invocation.instruction or request.strip()
-        return [GroundedMask(label, mask, mask_to_box(mask), float(output.scores[0]), source, invocation.phrase, index)]

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .invocation import Invocation
-from .masks import rle_encode
+from .masks import mask_to_box, rle_encode
 
 # Which half of VITRON's hybrid message produced a mask.
 SOURCE_EMBEDDING = "signal_embedding"  # projected [SEG] hidden state as a SAM prompt token
@@ -66,6 +66,35 @@ class MaskTrack:
 
 
 @dataclass
+class SyntheticImage:
+    """An image a specialist made: an edit of the query image, or a new one. Never an observation of the world:
+    `synthetic` is always True, and everything that publishes it says so."""
+
+    kind: str  # "edited" or "generated": the registry entry's topic
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    region: np.ndarray  # (H, W) bool: the pixels the specialist changed; all others equal the query image's
+    label: str  # the edit or the description, e.g. "remove: the red circle"
+    specialist: str  # registry name
+    task: str
+    invocation_index: int | None = None
+    synthetic: bool = True
+
+    def to_json(self) -> dict:
+        height, width = self.image.shape[:2]
+        return {
+            "kind": self.kind,
+            "synthetic": self.synthetic,
+            "label": self.label,
+            "specialist": self.specialist,
+            "task": self.task,
+            "invocation_index": self.invocation_index,
+            "size": {"height": height, "width": width},
+            "region_area": int(self.region.sum()),
+            "region_rle": rle_encode(self.region),
+        }
+
+
+@dataclass
 class VitronResult:
     answer: str  # text for the user: invocation tags removed, grounded phrases kept as words
     raw_reply: str  # the LLM's reply as generated
@@ -77,6 +106,7 @@ class VitronResult:
     profile: str = ""
     tracks: list[MaskTrack] = field(default_factory=list)  # clip queries: each grounded mask through the clip
     clip_frames: int = 0  # frames a clip query saw (0: a still image)
+    images: list[SyntheticImage] = field(default_factory=list)  # edited and generated images, invocation order
 
     @property
     def grounded_phrases(self) -> list[tuple[str, GroundedMask]]:
@@ -92,7 +122,36 @@ class VitronResult:
             "masks": [m.to_json() for m in self.masks],
             "clip_frames": self.clip_frames,
             "tracks": [t.to_json() for t in self.tracks],
+            "images": [i.to_json() for i in self.images],
             "invocations": [asdict(i) for i in self.invocations],
             "errors": list(self.errors),
             "timings_s": {k: round(v, 6) for k, v in self.timings.items()},
         }
+
+
+# Output kinds: how each kind of specialist output adds itself to a result. A registry entry names its kind; the
+# pipeline calls the kind's collector and never looks at what a specialist returned.
+def _collect_masks(result, entry, index, invocation, output, source, request) -> None:
+    if invocation.task == "everything":
+        result.masks.extend(
+            GroundedMask(label, mask, mask_to_box(mask), float(score), source, None, index)
+            for label, mask, score in zip(output.labels, output.masks, output.scores, strict=True)
+        )
+        return
+    mask = output.masks[0]  # best-scored candidate
+    label = invocation.phrase or invocation.instruction or request.strip()
+    result.masks.append(GroundedMask(label, mask, mask_to_box(mask), float(output.scores[0]), source, invocation.phrase, index))
+
+
+def _collect_tracks(result, entry, index, invocation, output, source, request) -> None:
+    label = invocation.phrase or invocation.instruction or request.strip()
+    result.tracks.append(MaskTrack(label, output.masks, output.scores, index))
+
+
+def _collect_images(result, entry, index, invocation, output, source, request) -> None:
+    for k, image in enumerate(output.images):
+        label = output.labels[k] if k < len(output.labels) else invocation.instruction
+        result.images.append(SyntheticImage(entry.topic, image, output.masks[k], label, entry.name, invocation.task, index))
+
+
+OUTPUT_KINDS = {"masks": _collect_masks, "tracks": _collect_tracks, "images": _collect_images}

@@ -134,25 +134,34 @@ def build_tiny_llava(cfg: TinyBuildConfig, folder: Path) -> int:
     return cfg.text_hidden_size
 
 
+def build_tiny_sam(path: str | os.PathLike, cfg: TinyBuildConfig, progress=print) -> None:
+    """A random tiny SAM state dict at `path` (official .pth format), unless one is there."""
+    import torch
+
+    sam_path = Path(path)
+    if sam_path.is_file():
+        return
+    progress(f"building tiny SAM (random weights) -> {sam_path}")
+    sam_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    sam = build_sam("tiny", cfg)
+    with tempfile.NamedTemporaryFile(dir=sam_path.parent, suffix=".tmp", delete=False) as handle:
+        torch.save(sam.state_dict(), handle)  # official SAM format: a plain state dict
+    os.replace(handle.name, sam_path)
+
+
 def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
-    """Create the tiny LLM folder and SAM checkpoint named by `profile` where they are missing.
+    """Create the tiny LLM folder and every configured specialist's random weights where they are missing.
 
     Each artefact is written to a temporary name and moved into place, so an interrupted build never leaves a
     half-written checkpoint that later loads as corrupt.
     """
     import torch
 
+    from ..specialists import SPECIALISTS
+
     cfg = profile.tiny
-    sam_path = Path(profile.segmenter.checkpoint)
     llm_path = Path(profile.llm.model)
-    if not sam_path.is_file():
-        progress(f"building tiny SAM (random weights) -> {sam_path}")
-        sam_path.parent.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(cfg.seed)
-        sam = build_sam("tiny", cfg)
-        with tempfile.NamedTemporaryFile(dir=sam_path.parent, suffix=".tmp", delete=False) as handle:
-            torch.save(sam.state_dict(), handle)  # official SAM format: a plain state dict
-        os.replace(handle.name, sam_path)
     if not (llm_path / "config.json").is_file():
         progress(f"building tiny LLaVA + VITRON heads (random weights) -> {llm_path}")
         with replacing_folder(llm_path) as staging:
@@ -162,7 +171,6 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
                 HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM, synergy_dim=cfg.synergy_dim)
             )
             save_heads(heads, staging)
-    if profile.tracker is not None and not (Path(profile.tracker.model) / "config.json").is_file():
-        from .sam2_loader import build_tiny_sam2
-
-        build_tiny_sam2(Path(profile.tracker.model), cfg.sam2_image_size, cfg.seed + 2, progress)
+    for name, section in profile.specialists.items():
+        if SPECIALISTS[name].build_tiny is not None:
+            SPECIALISTS[name].build_tiny(section, profile, progress)

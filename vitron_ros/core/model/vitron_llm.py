@@ -233,20 +233,39 @@ class VitronLLM:
         """Token ids of a given reply (teacher forcing: training, and grounding a reply written elsewhere)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def signal_embeddings(self, prompt: PromptInputs, reply_ids: list[int]) -> np.ndarray:
-        """Hidden states at the reply's [SEG] tokens, projected into the segmenter's prompt space: (S, prompt_dim)."""
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+    def signal_hidden_states(self, prompt: PromptInputs, reply_ids: list[int]) -> np.ndarray:
+        """The LM's last hidden states at the reply's [SEG] tokens, unprojected: (S, hidden_size) float32."""
         torch = self._torch
-        if self.heads is None:
-            return np.zeros((0, 0), np.float32)
         positions = [i for i, t in enumerate(reply_ids) if t == self.seg_token_id]
         if not positions:
-            return np.zeros((0, self.heads.config.prompt_dim), np.float32)
+            return np.zeros((0, self.hidden_size), np.float32)
         with torch.inference_mode():
             reply = self._embed(torch.as_tensor(reply_ids, device=self.device))
             full = torch.cat([prompt.embeds, reply.to(prompt.embeds.dtype)])[None]
             hidden = self.model.model(inputs_embeds=full).last_hidden_state[0]
-            at_seg = hidden[[prompt.token_count + p for p in positions]]
-            return self.heads.signal_projector(at_seg).float().cpu().numpy()
+            return hidden[[prompt.token_count + p for p in positions]].float().cpu().numpy()
+
+    def project_signals(self, hidden: np.ndarray) -> np.ndarray:
+        """[SEG] hidden states (S, hidden_size) -> the segmenter's prompt space (S, prompt_dim) by the trained head."""
+        torch = self._torch
+        if self.heads is None:
+            return np.zeros((0, 0), np.float32)
+        if len(hidden) == 0:
+            return np.zeros((0, self.heads.config.prompt_dim), np.float32)
+        with torch.inference_mode():
+            weight = next(self.heads.signal_projector.parameters())
+            tensor = torch.as_tensor(hidden, device=weight.device, dtype=weight.dtype)
+            return self.heads.signal_projector(tensor).float().cpu().numpy()
+
+    def signal_embeddings(self, prompt: PromptInputs, reply_ids: list[int]) -> np.ndarray:
+        """Hidden states at the reply's [SEG] tokens, projected into the segmenter's prompt space: (S, prompt_dim)."""
+        if self.heads is None:
+            return np.zeros((0, 0), np.float32)
+        return self.project_signals(self.signal_hidden_states(prompt, reply_ids))
 
 
 class _ReplyStreamer:

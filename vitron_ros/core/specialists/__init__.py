@@ -1,30 +1,166 @@
-"""Specialist registry: name -> factory(profile, device). Adding a specialist is a new file plus an entry here."""
+"""The specialist registry: the one place that knows a specialist.
+
+An entry says which profile section configures the specialist, how to build it (and its random tiny version, and
+how to fetch its published weights), its tasks with the sentence the LLM's system prompt gives each, whether a
+task is grounded by the segmenter first, and the kind of output it returns. The pipeline, the system prompt, the
+result and the node's published topics all read this table, so adding a specialist is a new file plus an entry
+here; nothing else names it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from ..config import SegmenterConfig, TrackerConfig
 from .base import Frame, Specialist, SpecialistCall, SpecialistOutput
+from .diffusion import EditorConfig, GeneratorConfig
 
 
-def _segmenter(profile, device) -> Specialist:
+@dataclass(frozen=True)
+class TaskSpec:
+    description: str  # what the task does, for the LLM's system prompt
+    grounded: bool = False  # the grounding specialist turns the call's [SEG] / box into a mask first (call.mask)
+
+
+@dataclass(frozen=True)
+class SpecialistEntry:
+    name: str  # the module name the LLM writes in <module>...</module>, and the profile section's key
+    config: type  # frozen dataclass of its profile section (unknown keys raise; `paths` expand; `check(where)`)
+    build: Callable[[Any, Any, str], Specialist]  # (section, profile, device) -> the loaded specialist
+    tasks: Mapping[str, TaskSpec]
+    output: str  # output kind (results.OUTPUT_KINDS): "masks", "tracks" or "images"
+    summary: str = ""  # what the specialist is for, one phrase for the system prompt
+    required: bool = False  # every profile must configure it
+    grounds: bool = False  # turns sketches, grounded phrases and bare [SEG] into masks (exactly one entry)
+    follows_clip: bool = False  # in a clip query, every grounded mask is also sent to it (task = its first task)
+    topic: str = ""  # images: the node topic they publish on (~/edited, ~/generated)
+    long_running: bool = False  # runs outside the pipeline's model lock, under its own (diffusion: seconds)
+    build_tiny: Callable[[Any, Any, Callable], None] | None = None  # (section, profile, progress): random weights
+    fetch: Callable[[Any, Any], None] | None = None  # (section, profile): download published weights once
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _segmenter(section, profile, device) -> Specialist:
     from .segmenter import SamSegmenter
 
     return SamSegmenter.from_profile(profile, device)
 
 
-def _tracker(profile, device) -> Specialist | None:
-    if profile.tracker is None:
-        return None  # this profile has no video model; tracking invocations get a clear "unknown module" error
+def _tracker(section, profile, device) -> Specialist:
     from .tracker import Sam2Tracker
 
     return Sam2Tracker.from_profile(profile, device)
 
 
-# Factories return None for a specialist the profile does not configure.
-SPECIALIST_FACTORIES: dict[str, Callable] = {
-    "segmenter": _segmenter,
-    "tracker": _tracker,
+def _editor(section, profile, device) -> Specialist:
+    from .editor import DiffusionEditor
+
+    return DiffusionEditor.from_config(section, profile, device)
+
+
+def _generator(section, profile, device) -> Specialist:
+    from .generator import DiffusionGenerator
+
+    return DiffusionGenerator.from_config(section, profile, device)
+
+
+def _tiny_sam(section, profile, progress) -> None:
+    from ..model.tiny import build_tiny_sam
+
+    build_tiny_sam(section.checkpoint, profile.tiny, progress)
+
+
+def _tiny_sam2(section, profile, progress) -> None:
+    from pathlib import Path
+
+    from ..model.sam2_loader import build_tiny_sam2
+
+    if not (Path(section.model) / "config.json").is_file():
+        build_tiny_sam2(section.model, profile.tiny.sam2_image_size, profile.tiny.seed + 2, progress)
+
+
+def _tiny_diffusion(section, profile, progress) -> None:
+    from ..model.tiny_diffusion import build_tiny_diffusion_assets
+
+    build_tiny_diffusion_assets(section, profile, progress)
+
+
+def _fetch_sam(section, profile) -> None:
+    from ..fetch import fetch_file
+
+    fetch_file(f"SAM {section.arch}", section.checkpoint, section.url, profile.name)
+
+
+def _fetch_hub(attribute: str, what: str) -> Callable:
+    def fetch(section, profile) -> None:
+        from ..fetch import fetch_hub_model
+
+        for name in attribute.split(","):
+            if (model := getattr(section, name)) is not None:
+                fetch_hub_model(what, model, section.revision)
+
+    return fetch
+
+
+EDIT_TASKS = {
+    "remove": TaskSpec("remove: the object (filled with what is behind it)", grounded=True),
+    "replace": TaskSpec("replace: the object with another, e.g. 'the mug with a bottle'", grounded=True),
+    "recolour": TaskSpec("recolour: the object to a colour, e.g. 'the box to blue'", grounded=True),
+    "move": TaskSpec("move: the object to the left, right, up or down", grounded=True),
+    "add": TaskSpec("add: a new object inside the <Region> box"),
+    "instruct": TaskSpec("instruct: a whole-image edit, e.g. 'make it night'"),
 }
 
-__all__ = ["SPECIALIST_FACTORIES", "Frame", "Specialist", "SpecialistCall", "SpecialistOutput"]
+SPECIALISTS: dict[str, SpecialistEntry] = {
+    "segmenter": SpecialistEntry(
+        "segmenter", SegmenterConfig, _segmenter,
+        {"segmentation": TaskSpec("segmentation: the object to segment"),
+         "everything": TaskSpec("everything: all objects")},
+        output="masks", summary="segments objects", required=True, grounds=True,
+        build_tiny=_tiny_sam, fetch=_fetch_sam,
+    ),
+    "tracker": SpecialistEntry(
+        "tracker", TrackerConfig, _tracker,
+        {"tracking": TaskSpec("tracking: the object to follow through the video", grounded=True)},
+        output="tracks", summary="follows an object through the video", follows_clip=True,
+        build_tiny=_tiny_sam2, fetch=_fetch_hub("model", "SAM 2 tracker"),
+    ),
+    "editor": SpecialistEntry(
+        "editor", EditorConfig, _editor, EDIT_TASKS,
+        output="images", summary="edits the image; pixels outside the edited region stay as they are",
+        topic="edited", long_running=True, build_tiny=_tiny_diffusion, fetch=_fetch_hub("model,instruct_model", "editor"),
+    ),
+    "generator": SpecialistEntry(
+        "generator", GeneratorConfig, _generator,
+        {"generation": TaskSpec("generation: a description of a new image"),
+         "layout": TaskSpec("layout: <p> phrase </p> <Region>[x1, y1, x2, y2]</Region> for each object to draw")},
+        output="images", summary="draws a new image", topic="generated", long_running=True,
+        build_tiny=_tiny_diffusion, fetch=_fetch_hub("model", "generator"),
+    ),
+}
+
+
+def grounding_specialist(names) -> str:
+    """The name of the entry that grounds sketches, phrases and [SEG] among `names`."""
+    found = [name for name in names if SPECIALISTS[name].grounds]
+    if len(found) != 1:
+        raise ValueError(f"exactly one loaded specialist must ground masks, found {found}")
+    return found[0]
+
+
+def module_descriptions(names) -> str:
+    """The system prompt's module list, from the registry: 'segmenter (segments objects; tasks: ...)'."""
+    parts = []
+    for name in names:
+        entry = SPECIALISTS[name]
+        tasks = "; ".join(spec.description for spec in entry.tasks.values())
+        parts.append(f"{name} ({entry.summary}; tasks: {tasks})")
+    return "; ".join(parts)
+
+
+__all__ = [
+    "SPECIALISTS", "Frame", "Specialist", "SpecialistCall", "SpecialistEntry", "SpecialistOutput", "TaskSpec",
+    "grounding_specialist", "module_descriptions",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +20,9 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB; in a clip query, the key frame that masks and boxes refer to
     cache: dict = field(default_factory=dict)
     clip: tuple[np.ndarray, ...] = ()  # a clip query's frames from the key frame on, for the tracker to propagate through
+    # called as (step, steps) after every step of long specialist work (denoising); an exception it raises
+    # (QueryCancelled) abandons the work
+    on_step: Callable[[int, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -38,15 +41,23 @@ class SpecialistCall:
     mask: np.ndarray | None = None  # (H, W) bool prompt mask
     embedding: np.ndarray | None = None  # (D,) float32 signal embedding
     multimask: bool = True
+    # (hidden,) float32: the LLM's hidden state at this call's [SEG], unprojected, for specialists that project it
+    # into their own conditioning space with their own trained head (the generator and editor)
+    signal: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class SpecialistOutput:
-    """Masks for one call: candidates best first, or for tracking one mask per clip frame, in frame order."""
+    """Masks for one call: candidates best first, or for tracking one mask per clip frame, in frame order.
+
+    An image specialist returns `images` (K, H, W, 3) uint8 RGB, each with `masks[k]` the region it changed (every
+    pixel outside it equals the input image's) and `labels[k]` what it shows.
+    """
 
     masks: np.ndarray  # (K, H, W) bool
     scores: np.ndarray  # (K,) float32, the specialist's own quality estimate
     labels: tuple[str, ...] = ()  # optional per-mask label (e.g. "object 3" in everything mode)
+    images: np.ndarray | None = None  # (K, H, W, 3) uint8 RGB: edited or generated images
 
 
 class Specialist(Protocol):

@@ -39,7 +39,7 @@ class SamSegmenter:
     def from_profile(cls, profile, device: str = "cpu") -> SamSegmenter:
         from ..model.sam_loader import load_sam
 
-        cfg = profile.segmenter
+        cfg = profile.section("segmenter")
         hint = f"run `vitron models fetch --profile {profile.name}`"
         sam = load_sam(cfg.arch, cfg.checkpoint, profile.tiny, fetch_hint=hint)
         return cls(sam, cfg, device)

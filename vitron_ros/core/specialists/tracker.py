@@ -29,7 +29,7 @@ class Sam2Tracker:
     def from_profile(cls, profile, device: str = "cpu") -> Sam2Tracker:
         from ..model.sam2_loader import load_sam2_video
 
-        cfg = profile.tracker
+        cfg = profile.section("tracker")
         hint = f"run `vitron models fetch --profile {profile.name}`"
         model, processor = load_sam2_video(cfg.model, cfg.revision, device, cfg.dtype, hint)
         return cls(model, processor, cfg, device)

@@ -1,6 +1,6 @@
 """Live-stream object tracking on SAM 2 (transformers' Sam2VideoModel), one frame at a time, in bounded memory.
 
-    tracker = StreamTracker.from_config(profile.tracker, grounder=pipeline.ground_request)
+    tracker = StreamTracker.from_config(profile.section("tracker"), grounder=pipeline.ground_request)
     tracker.add_object(ObjectPrompt(request="the red circle"))   # or points / box / mask
     for image in camera:                                          # (H, W, 3) uint8 RGB, frames arrive one by one
         tracks = tracker.step(image)                              # FrameTracks: status, score, mask per object

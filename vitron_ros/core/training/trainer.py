@@ -43,10 +43,9 @@ def relocated(profile: ProfileConfig, folder: str | os.PathLike) -> ProfileConfi
     import dataclasses
 
     folder = Path(folder)
+    segmenter = dataclasses.replace(profile.section("segmenter"), checkpoint=str(folder / "sam.safetensors"))
     return dataclasses.replace(
-        profile,
-        llm=dataclasses.replace(profile.llm, model=str(folder / "llava")),
-        segmenter=dataclasses.replace(profile.segmenter, checkpoint=str(folder / "sam.safetensors")),
+        profile.with_section("segmenter", segmenter), llm=dataclasses.replace(profile.llm, model=str(folder / "llava"))
     )
 
 
@@ -108,7 +107,7 @@ def export_profile(model: TrainableVitron, processor, profile: ProfileConfig) ->
         model.llava.save_pretrained(staging)
         processor.save_pretrained(staging)
         save_heads(model.heads, staging)
-    save_state(model.sam.state_dict(), Path(profile.segmenter.checkpoint))
+    save_state(model.sam.state_dict(), Path(profile.section("segmenter").checkpoint))
 
 
 class Trainer:
@@ -295,5 +294,5 @@ class Trainer:
             raise VitronInputError(f"stage {stage!r} has not finished; finished stages: {finished}")
         load_state(self.model, self.stage_dir(stage) / "final.safetensors")
         export_profile(self.model.eval(), self.processor, profile)
-        self._say(f"exported stage {stage!r} -> {profile.llm.model} and {profile.segmenter.checkpoint}")
+        self._say(f"exported stage {stage!r} -> {profile.llm.model} and {profile.section('segmenter').checkpoint}")
         return profile
