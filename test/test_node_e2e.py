@@ -15,6 +15,7 @@ from test.ros_harness import (
     wait_until,
 )
 
+EDIT_STEPS = 40
 BASE = {"profile": "tiny", "device": "cpu", "diagnostics_period_s": 0.5, "reliability": "reliable"}
 
 
@@ -27,8 +28,17 @@ def probe(ros):
 
 @pytest.fixture(scope="module")
 def node(ros, tiny_profile, tmp_path_factory, probe):
-    """Two cameras, raw images, started active by autostart."""
-    params = {**BASE, "autostart": True, "image_topics": ["front/image", "rear/image"]}
+    """Two cameras, raw images, started active by autostart. The tiny editor takes 40 denoising steps here, so an
+    Edit goal runs long enough to be cancelled midway."""
+    import yaml
+
+    from test.conftest import REPO
+
+    profiles = yaml.safe_load((REPO / "config" / "profiles.yaml").read_text())
+    profiles["profiles"]["tiny"]["editor"]["steps"] = EDIT_STEPS
+    config_file = tmp_path_factory.mktemp("profiles") / "profiles.yaml"
+    config_file.write_text(yaml.safe_dump(profiles))
+    params = {**BASE, "autostart": True, "image_topics": ["front/image", "rear/image"], "config_file": str(config_file)}
     process = NodeProcess(params, tmp_path_factory.mktemp("node") / "node.log")
     feed = CameraFeed(probe, {"front": "/front/image", "rear": "/rear/image"}, rate_hz=10.0)
     try:
@@ -278,6 +288,53 @@ def test_ask_cancel_stops_generation(node, probe):
     assert result.status in (GoalStatus.STATUS_CANCELED, GoalStatus.STATUS_SUCCEEDED)
     if result.status == GoalStatus.STATUS_CANCELED:
         assert result.result.answer.error == "cancelled"
+
+
+def _edit_reply(instruction: str, region: str = "[0.1, 0.1, 0.5, 0.5]") -> str:
+    return f"<module>editor</module> <instruction>{instruction}</instruction> <Region>{region}</Region>"
+
+
+def test_edit_action_feedback_per_step_marked_images_exact_outside_and_cancel(node, probe):
+    import numpy as np
+    from action_msgs.msg import GoalStatus
+    from vitron_ros_msgs.action import Edit
+    from vitron_ros_msgs.msg import SyntheticImage
+
+    from test.ros_harness import image_msg
+
+    edited = probe.record(SyntheticImage, "/vitron/edited")
+    source = scene()
+    goal = Edit.Goal(request="add a red circle", request_id="e1", reply=_edit_reply("add: a red circle"),
+                     image=image_msg(source, "given_frame", 1234))
+    feedback: list = []
+    result = wait_future(_send_goal(probe, Edit, "/vitron/edit", goal, feedback).get_result_async(), 120, "Edit result")
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.answer.error
+    [image] = result.result.images
+    assert image.synthetic and (image.kind, image.specialist, image.task) == ("edited", "editor", "add")
+    assert image.header.frame_id == image.image.header.frame_id == "given_frame" and stamp_of(image.header) == 1234
+    pixels = np.frombuffer(bytes(image.image.data), np.uint8).reshape(source.shape)
+    region = np.frombuffer(bytes(image.region.data), np.uint8).reshape(source.shape[:2]) > 0
+    assert region.any() and np.array_equal(pixels[~region], source[~region])
+    denoise = [(f.step, f.steps) for f in feedback if f.stage == "denoise"]
+    assert feedback[0].stage == "queued" and denoise == [(i, EDIT_STEPS) for i in range(1, EDIT_STEPS + 1)]
+    wait_until(lambda: edited, 10, "a message on ~/edited")
+    assert all(m.synthetic for m in edited) and edited[0].request_id == "e1"
+
+    # cancel after the first denoising step: the loop stops, the goal ends cancelled
+    feedback = []
+    handle = _send_goal(probe, Edit, "/vitron/edit", Edit.Goal(request="x", reply=_edit_reply("add: a blue square")),
+                        feedback)
+    wait_until(lambda: any(f.stage == "denoise" for f in feedback), 60, "the first denoising step")
+    wait_future(handle.cancel_goal_async(), 30, "cancel")
+    result = wait_future(handle.get_result_async(), 60, "cancelled Edit result")
+    assert result.status == GoalStatus.STATUS_CANCELED and result.result.answer.error == "cancelled"
+    assert max(f.step for f in feedback) < EDIT_STEPS and not result.result.images
+
+    # a bad edit aborts with a reason that names it
+    bad = Edit.Goal(request="x", reply=_edit_reply("paint: the red square"))
+    result = wait_future(_send_goal(probe, Edit, "/vitron/edit", bad, []).get_result_async(), 60, "bad Edit result")
+    assert result.status == GoalStatus.STATUS_ABORTED
+    assert "no image was edited or generated" in result.result.answer.error and "paint" in result.result.answer.error
 
 
 # -- parameters -----------------------------------------------------------------------------------------------------

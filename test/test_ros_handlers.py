@@ -190,24 +190,23 @@ def test_bad_segment_requests(handlers, factory, scene, points, boxes, error):
     assert error in outcome.error and outcome.masks.masks == []
 
 
-def test_model_lock_serialises_queries_from_two_cameras(handlers, factory, scene):
+def test_model_lock_serialises_queries_from_two_cameras(handlers, factory, scene, monkeypatch):
+    """The handlers hold no lock over a query; the pipeline's model lock keeps two cameras' LLM runs apart."""
     calls, overlap = [], []
-    real = handlers.pipeline
+    llm = handlers.pipeline.llm
+    real = llm.generate
     active = threading.Semaphore(1)
 
-    class Watch:
-        specialists = real.specialists
+    def watched(*args, **kwargs):
+        if not active.acquire(blocking=False):
+            overlap.append(True)
+        try:
+            calls.append(1)
+            return real(*args, **kwargs)
+        finally:
+            active.release()
 
-        def __call__(self, *args, **kwargs):
-            if not active.acquire(blocking=False):
-                overlap.append(True)
-            try:
-                calls.append(1)
-                return real(*args, **kwargs)
-            finally:
-                active.release()
-
-    handlers.pipeline = Watch()
+    monkeypatch.setattr(llm, "generate", watched)
     threads = [
         threading.Thread(target=handlers.query, args=("describe", "", _image_msg(factory, scene))) for _ in range(3)
     ]

@@ -85,7 +85,9 @@ class VitronHandlers:
         self.cropped_masks = cropped_masks  # published masks cover their box only (mask_format: cropped)
         self.pipeline = None
         self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
-        self.model_lock = threading.Lock()  # one model instance: queries from different cameras take turns
+        # guards swapping the pipeline (activate / deactivate); the pipeline's own locks make queries from different
+        # cameras take turns on the LLM and SAM, while a long generation or edit holds only its specialist's lock
+        self.model_lock = threading.Lock()
         # (camera, job) -> None: runs a tracker's groundings off its frame path (the node: the camera's query
         # worker; it raises CameraBusyError when that is full). None: ground inline, as replays of files do.
         self.run_in_background = run_in_background
@@ -112,9 +114,8 @@ class VitronHandlers:
             }  # fmt: skip
 
     def _locked_grounder(self, image, request):
-        """Grounding a language-started object runs the LLM, which queries use too: they take turns."""
-        with self.model_lock:
-            return self._loaded().ground_request(image, request)
+        """Grounding a language-started object runs the LLM, which queries use too: they take turns (its lock)."""
+        return self._loaded().ground_request(image, request)
 
     def _schedule_grounding(self, tracking: CameraTracking, request) -> None:
         """Run a tracker's grounding on the camera's background runner; the result goes back down to the tracker."""
@@ -164,15 +165,19 @@ class VitronHandlers:
         boxes: Sequence[Any] = (),
         request_id: str = "",
         progress: Callable[[str, str], None] | None = None,
+        reply: str = "",
     ) -> QueryOutcome:
-        """Query.srv / Ask.action / ~/query: answer `request` about a frame; points and boxes become regions."""
+        """Query.srv / Ask.action / ~/query: answer `request` about a frame; points and boxes become regions.
+        With `reply`, that reply is carried out (grounded) instead of one the LLM generates."""
         request_id = request_id or uuid.uuid4().hex[:12]
         frame = None
         try:
             frame = self.frame_for(camera, image_msg)
             sketches = sketches_from_prompts(points, boxes, frame.rgb.shape[:2])
-            with self.model_lock:
-                pipeline = self._loaded()
+            pipeline = self._loaded()
+            if reply:
+                result = pipeline.ground_reply(frame.rgb, request, reply, sketches, progress=progress)
+            else:
                 result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
             outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay,
                                         self.cropped_masks)
@@ -183,6 +188,22 @@ class VitronHandlers:
             error = describe_error(exc)
         header = frame.header if frame is not None else self._empty_header(image_msg)
         return QueryOutcome(error_answer_msg(self.factory, header, request, request_id, error), None, frame)
+
+    def edit_from_request(self, req, progress=None) -> QueryOutcome:
+        """Edit.action: a query that must end in an edited or generated image. With `req.reply` the given
+        invocation reply is carried out (parsed by the same strict parser) instead of one the LLM generates."""
+        request_id = req.request_id or uuid.uuid4().hex[:12]
+        if not req.reply.strip():
+            outcome = self.query(req.request, req.camera, req.image, request_id=request_id, progress=progress)
+        else:
+            outcome = self.query(req.request or req.reply, req.camera, req.image, request_id=request_id,
+                                 progress=progress, reply=req.reply)
+        if outcome.outputs is not None and not outcome.outputs.synthetic_images():
+            errors = "; ".join(outcome.answer.warnings) or "the reply calls neither the editor nor the generator"
+            answer = error_answer_msg(self.factory, outcome.frame.header, req.request, request_id,
+                                      f"no image was edited or generated: {errors}")
+            return QueryOutcome(answer, None, outcome.frame, outcome.timings)
+        return outcome
 
     def query_from_request(self, req, progress=None) -> QueryOutcome:
         """A Query.srv request or Ask.action goal (same fields) -> outcome."""
@@ -204,9 +225,9 @@ class VitronHandlers:
         try:
             frame = self.frame_for(camera, image_msg)
             calls, labels = segment_calls(points, boxes, everything, frame.rgb.shape[:2])
-            with self.model_lock:
-                segmenter = self._loaded().specialists["segmenter"]
-                outputs = segmenter.run(Frame(frame.rgb), calls)
+            pipeline = self._loaded()
+            with pipeline.model_lock:
+                outputs = pipeline.specialists[pipeline.grounder].run(Frame(frame.rgb), calls)
             masks, errors = [], []
             for label, call, output in zip(labels, calls, outputs, strict=True):
                 if isinstance(output, Exception):
@@ -263,8 +284,7 @@ class VitronHandlers:
             if not frames:
                 raise VitronInputError(f"no frame received yet from camera {name!r}; is its image topic publishing?")
             sampling = ClipSampling(frames=int(num_frames) or self.video_frames)
-            with self.model_lock:
-                result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
+            result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
             first = frames[0]
             outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay,
                                         self.cropped_masks)
@@ -279,9 +299,11 @@ class VitronHandlers:
         return VideoQueryOutcome(answer, [], len(frames), None)
 
     def _loaded(self):
-        if self.pipeline is None:
+        with self.model_lock:
+            pipeline = self.pipeline
+        if pipeline is None:
             raise VitronInputError("models are not loaded: activate the node (lifecycle 'activate') first")
-        return self.pipeline
+        return pipeline
 
     def _empty_header(self, image_msg):
         return image_msg.header if image_msg is not None else self.factory.new("std_msgs/msg/Header")

@@ -39,7 +39,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray
 from visualization_msgs.msg import MarkerArray
-from vitron_ros_msgs.action import Ask, Track, VideoQuery
+from vitron_ros_msgs.action import Ask, Edit, Track, VideoQuery
 from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
 from vitron_ros_msgs.srv import AddObjects, Query, RemoveObject, Segment
 
@@ -60,15 +60,18 @@ from .diagnostics import (
 from .executor import ContainedExecutor
 from .frame_buffer import CameraFrames
 from .handlers import QueryOutcome, VitronHandlers, describe_error
-from .interfaces import RclpyFactory
+from .interfaces import RclpyFactory, rclpy_type
 from .parameters import NodeParameters, camera_info_topic
 from .query_worker import CameraBusyError, QueryWorker
+from .result_messages import output_topics
 from .tracking import TrackStep, run_track_goal
 from .tracking_loop import TrackingLoop
 
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
                 "markers": MarkerArray, "overlay": Image, "tracks": TrackedObjectArray,
                 "tracks_overlay": Image}  # fmt: skip
+# plus what the registry's other output kinds publish: ~/edited and ~/generated (vitron_ros_msgs/SyntheticImage)
+OUTPUT_TYPES.update({topic: rclpy_type(kind) for topic, kind in output_topics().items()})
 # Services keep a deeper request queue than rclpy's default of 10: a burst of requests from several clients is
 # queued and answered (busy cameras answer at once with the reason), never silently dropped by DDS.
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -237,6 +240,8 @@ class VitronNode(LifecycleNode):
                          **accept),
             ActionServer(self, Track, "~/track",
                          execute_callback=self._goal("Track", self._execute_track, Track.Result), **accept),
+            ActionServer(self, Edit, "~/edit", execute_callback=self._goal("Edit", self._execute_edit, Edit.Result),
+                         **accept),
             ActionServer(self, VideoQuery, "~/video_query",
                          execute_callback=self._goal("VideoQuery", self._execute_video_query, VideoQuery.Result),
                          **accept),
@@ -422,7 +427,7 @@ class VitronNode(LifecycleNode):
     def _publish(self, outcome: QueryOutcome) -> None:
         if outcome.outputs is None:
             return
-        for topic, (_, msg) in outcome.outputs.by_topic().items():
+        for topic, _, msg in outcome.outputs.messages():
             self._publish_output(topic, msg)
         self.latency.add(outcome.timings)
 
@@ -495,6 +500,30 @@ class VitronNode(LifecycleNode):
         self._end_goal(goal_handle, answer)
         return Ask.Result(answer=answer)
 
+    def _execute_edit(self, goal_handle):
+        """Edit.action: stages, then every denoising step, as feedback; a cancel stops the denoising loop."""
+        goal = goal_handle.request
+        goal_handle.publish_feedback(Edit.Feedback(stage="queued"))
+
+        def progress(stage: str, text: str) -> None:
+            if goal_handle.is_cancel_requested or self._goals_end.is_set():
+                raise QueryCancelled("goal cancelled")
+            step, _, steps = text.partition("/") if stage == "denoise" else ("0", "", "0")
+            goal_handle.publish_feedback(Edit.Feedback(stage=stage, step=int(step or 0), steps=int(steps or 0)))
+
+        outcome, error = self._run_on_camera(goal.camera, self.handlers.edit_from_request, goal, progress)
+        if outcome is None:
+            answer = self._error_answer(goal.request, goal.request_id, error)
+            images = []
+        else:
+            self._publish(outcome)
+            answer = outcome.answer
+            images = outcome.outputs.synthetic_images() if outcome.outputs is not None else []
+        if answer.error:
+            self.health.request_failed("edit", answer.error)
+        self._end_goal(goal_handle, answer)
+        return Edit.Result(answer=answer, images=images)
+
     @staticmethod
     def _end_goal(goal_handle, answer: Answer) -> None:
         """An answering goal ends cancelled (on request), aborted (with answer.error) or succeeded."""
@@ -563,7 +592,7 @@ class VitronNode(LifecycleNode):
             self.health.request_failed("video_query", error)
             return VideoQuery.Result(answer=self._error_answer(goal.request, goal.request_id, error))
         if outcome.outputs is not None:
-            for topic, (_, msg) in outcome.outputs.by_topic().items():
+            for topic, _, msg in outcome.outputs.messages():
                 self._publish_output(topic, msg)
         if outcome.answer.error:
             self.health.request_failed("video_query", outcome.answer.error)

@@ -6,13 +6,14 @@ Pure functions over a `MessageFactory`: the node passes rclpy's classes, tests a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..core.overlay import colour_for, render_overlay
-from ..core.results import GroundedMask, VitronResult
+from ..core.results import GroundedMask, SyntheticImage, VitronResult
+from ..core.specialists import SPECIALISTS
 from .image_conversions import numpy_to_image
 from .interfaces import MessageFactory
 
@@ -21,6 +22,7 @@ MASK_ARRAY = "vitron_ros_msgs/msg/GroundedMaskArray"
 DETECTIONS = "vision_msgs/msg/Detection2DArray"
 IMAGE = "sensor_msgs/msg/Image"
 MARKERS = "visualization_msgs/msg/MarkerArray"
+SYNTHETIC_IMAGE = "vitron_ros_msgs/msg/SyntheticImage"
 
 
 @dataclass
@@ -32,9 +34,12 @@ class PublishedOutputs:
     detections: Any  # vision_msgs/Detection2DArray -> ~/detections
     markers: Any  # visualization_msgs/MarkerArray -> ~/markers
     overlay: Any | None  # sensor_msgs/Image rgb8 -> ~/overlay (None when overlays are off)
+    # what other output kinds publish, in invocation order: (relative topic, message type, message), e.g.
+    # ("edited", SyntheticImage, ...) for each image the editor made
+    extra: list[tuple[str, str, Any]] = field(default_factory=list)
 
     def by_topic(self) -> dict[str, tuple[str, Any]]:
-        """Relative topic name -> (message type, message), overlay left out when off."""
+        """Relative topic name -> (message type, message) of the answer's fixed topics, overlay left out when off."""
         topics = {
             "answer": (ANSWER, self.answer),
             "masks": (MASK_ARRAY, self.masks),
@@ -44,6 +49,13 @@ class PublishedOutputs:
         if self.overlay is not None:
             topics["overlay"] = (IMAGE, self.overlay)
         return topics
+
+    def messages(self) -> list[tuple[str, str, Any]]:
+        """Every (relative topic, message type, message) to publish: the fixed topics, then the other kinds'."""
+        return [(topic, kind, msg) for topic, (kind, msg) in self.by_topic().items()] + list(self.extra)
+
+    def synthetic_images(self) -> list[Any]:
+        return [msg for _, kind, msg in self.extra if kind == SYNTHETIC_IMAGE]
 
 
 def pixel_box(factory: MessageFactory, box_xyxy) -> Any:
@@ -181,6 +193,43 @@ def overlay_msg(factory: MessageFactory, rgb: np.ndarray, masks: Sequence[Ground
     return numpy_to_image(overlay, "rgb8", factory, header)
 
 
+def synthetic_image_msg(factory: MessageFactory, image: SyntheticImage, header, request_id: str) -> Any:
+    """vitron_ros_msgs/SyntheticImage: the image (rgb8) and the region it changed (mono8), synthetic = true."""
+    return factory.new(
+        SYNTHETIC_IMAGE,
+        header=header,
+        synthetic=True,
+        kind=image.kind,
+        specialist=image.specialist,
+        task=image.task,
+        label=image.label,
+        request_id=request_id,
+        invocation_index=-1 if image.invocation_index is None else int(image.invocation_index),
+        image=numpy_to_image(image.image, "rgb8", factory, header),
+        region=numpy_to_image(image.region.astype(np.uint8) * 255, "mono8", factory, header),
+    )
+
+
+def _image_messages(factory: MessageFactory, result: VitronResult, header, request_id: str) -> list:
+    return [(image.kind, SYNTHETIC_IMAGE, synthetic_image_msg(factory, image, header, request_id)) for image in result.images]
+
+
+# Output kinds beyond the answer's masks (published on the fixed topics above) and live tracks (the tracking loop):
+# kind -> (the topics a registry entry of that kind publishes on: {relative topic: type}, its messages for a result)
+OUTPUT_MESSAGES = {
+    "images": (lambda entry: {entry.topic: SYNTHETIC_IMAGE}, _image_messages),
+}
+
+
+def output_topics(names=None) -> dict[str, str]:
+    """{relative topic: message type} that the registry's specialists (or just `names`) publish beyond the answer."""
+    topics: dict[str, str] = {}
+    for name, entry in SPECIALISTS.items():
+        if (names is None or name in names) and entry.output in OUTPUT_MESSAGES:
+            topics.update(OUTPUT_MESSAGES[entry.output][0](entry))
+    return topics
+
+
 def published_outputs(
     factory: MessageFactory,
     result: VitronResult,
@@ -199,4 +248,5 @@ def published_outputs(
         detections=detections_msg(factory, result.masks, header),
         markers=markers_msg(factory, result.masks, header),
         overlay=overlay_msg(factory, rgb, result.masks, header) if overlay else None,
+        extra=[item for _, build in OUTPUT_MESSAGES.values() for item in build(factory, result, header, request_id)],
     )
