@@ -93,7 +93,7 @@ def test_missing_checkpoint_points_at_fetch(tmp_path, capsys):
 def test_models_list(capsys):
     assert main(["models", "list"]) == 0
     out = capsys.readouterr().out
-    assert "tiny:" in out and "default: llm=llava-hf/llava-1.5-7b-hf sam=vit_h" in out
+    assert "tiny:" in out and "default: llm=llava-hf/llava-1.5-7b-hf segmenter=" in out
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["query", "--help"]])

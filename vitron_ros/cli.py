@@ -49,6 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--out", default="vitron_out", help="folder for overlay.png and result.json")
     query.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
 
+    edit = commands.add_parser("edit", help="edit an image by request; writes before.png, edited.png, result.json")
+    edit.add_argument("image", help="image file (PNG, JPEG, ...)")
+    edit.add_argument("request", help='the edit in language, e.g. "remove the red circle"')
+    generate = commands.add_parser("generate", help="generate an image by request; writes generated.png, result.json")
+    generate.add_argument("request", help='e.g. "a picture of a red circle left of a blue square"')
+    generate.add_argument("--image", default=None, help="image the LLM sees with the request (default: a blank one)")
+    for command, out in ((edit, "vitron_edit"), (generate, "vitron_generate")):
+        command.add_argument("--reply", default=None,
+                             help="carry out this invocation reply instead of generating one, e.g. "
+                                  "'<module>editor</module> <instruction>remove: the red circle</instruction> [SEG]'")
+        command.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
+        command.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
+        command.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+        command.add_argument("--out", default=out, help="folder for the images and result.json")
+        command.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
+
     replay = commands.add_parser("replay", help="run the ROS node's handlers over a bag or video; write a bag")
     replay.add_argument("input", help="rosbag2 folder (sqlite3 or MCAP), .mcap/.db3 file, or video file")
     replay.add_argument("--query", default=None, help="request answered on every processed frame")
@@ -162,6 +178,61 @@ def _query(args) -> int:
     return 0
 
 
+def _denoise_progress(stage: str, text: str) -> None:
+    if stage == "denoise":
+        print(f"\rdenoising step {text}", end="", file=sys.stderr, flush=True)
+    elif stage.endswith("_answer"):
+        print(f"{stage[: -len('_answer')]} ...", file=sys.stderr, flush=True)
+
+
+def _edit(args) -> int:
+    """`vitron edit` and `vitron generate`: the request through VITRON; every image it makes is written."""
+    import numpy as np
+
+    from .core.config import load_profile
+    from .core.image_io import load_image, save_image
+    from .core.pipeline import VitronPipeline
+
+    profile = load_profile(args.profile, args.profiles_file)
+    if args.command == "edit" or args.image:
+        image = load_image(args.image)  # fail before the (slow) model load
+    else:
+        image = np.full((64, 64, 3), 127, np.uint8)  # the LLM always sees an image; here a blank one
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
+    if args.reply:
+        result = pipeline.ground_reply(image, args.request, args.reply, progress=_denoise_progress)
+    else:
+        result, _ = pipeline(image, args.request, progress=_denoise_progress)
+    print(file=sys.stderr)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = result.to_json()
+    written = []
+    if args.command == "edit":
+        save_image(out / "before.png", image)
+    for i, made in enumerate(result.images):
+        name = f"{made.kind}.png" if i == 0 else f"{made.kind}_{i}.png"
+        save_image(out / name, made.image)
+        payload["images"][i]["file"] = name
+        written.append(name)
+    (out / "result.json").write_text(json.dumps(payload, indent=2))
+    if args.json:
+        print(json.dumps(payload, indent=2))
+    else:
+        print(f"answer: {result.answer}")
+        for made, name in zip(result.images, written, strict=True):
+            print(f"  {made.kind} ({made.specialist} {made.task}): {made.label!r}, {int(made.region.sum())} pixels "
+                  f"changed -> {out / name} (synthetic)")
+        for error in result.errors:
+            print(f"  note: {error}")
+        print(f"timings: {', '.join(f'{k} {v * 1000:.0f} ms' for k, v in result.timings.items())}")
+    if not result.images:
+        what = "edited" if args.command == "edit" else "generated"
+        reasons = "; ".join(result.errors) or f"the reply {result.raw_reply!r} calls neither the editor nor the generator"
+        raise VitronInputError(f"nothing was {what}: {reasons}")
+    return 0
+
+
 def _replay(args) -> int:
     from .core.config import load_profile
     from .core.tracking.state import ObjectPrompt
@@ -174,7 +245,7 @@ def _replay(args) -> int:
     track += [ObjectPrompt(box_xyxy=_numbers(b, 4, "--track-box")) for b in args.track_box]
     if not args.query and not track:
         raise VitronInputError("replay needs --query, --track or --track-box")
-    if track and profile.tracker is None:
+    if track and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; --track needs one")
     source = open_input(Path(args.input), args.topic)
     handlers = replay_handlers(profile, args.device, overlay=not args.no_overlay, progress=_progress)
@@ -209,7 +280,7 @@ def _track(args) -> int:
     prompts += [ObjectPrompt(box_xyxy=_numbers(b, 4, "--track-box")) for b in args.track_box]
     if not prompts and not args.ask:
         raise VitronInputError("track needs --track, --track-box or --ask")
-    if profile.tracker is None:
+    if profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker section")
     capture = cv2.VideoCapture(args.video)
     if not Path(args.video).is_file() or not capture.isOpened():
@@ -292,8 +363,11 @@ def _models(args) -> int:
         fetch_profile(load_profile(args.profile, args.profiles_file))
         return 0
     for name, profile in load_profiles(args.profiles_file).items():
-        sam_here = Path(profile.segmenter.checkpoint).is_file()
-        print(f"{name}: llm={profile.llm.model} sam={profile.segmenter.arch} ({'present' if sam_here else 'missing'})")
+        parts = [f"llm={profile.llm.model}"]
+        for key, section in profile.specialists.items():
+            where = str(getattr(section, "checkpoint", None) or getattr(section, "model", ""))
+            parts.append(f"{key}={where} ({'present' if Path(where).exists() else 'missing'})")
+        print(f"{name}: " + " ".join(parts))
     return 0
 
 
@@ -330,12 +404,12 @@ def _train_tracker(recipe, profile, work_dir: Path, export: bool) -> None:
 
     from .core.training.tracker_training import train_tracker
 
-    if profile.tracker is None:
+    if profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker section to train a SAM 2 for")
     folder = work_dir / "tracker"
     train_tracker(folder, recipe.tracker, image_size=profile.tiny.sam2_image_size, seed=recipe.seed, progress=_progress)
     if export:
-        destination = Path(profile.tracker.model)
+        destination = Path(profile.section("tracker").model)
         if destination.exists():
             shutil.rmtree(destination)
         shutil.copytree(folder, destination)
@@ -348,7 +422,7 @@ def _eval(args) -> int:
     from .core.pipeline import VitronPipeline
 
     profile = load_profile(args.profile, args.profiles_file)
-    if args.suite == "video" and profile.tracker is None:
+    if args.suite == "video" and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; the video suite needs one")
     if args.suite == "video" and (args.clips < 1 or args.frames < 3):
         raise VitronInputError("the video suite needs --clips >= 1 and --frames >= 3 (DAVIS leaves out two frames)")
@@ -369,7 +443,7 @@ def _eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "replay": _replay, "track": _track, "models": _models, "train": _train,
+        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "models": _models, "train": _train,
                     "eval": _eval}
         return commands[args.command](args)
     except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
