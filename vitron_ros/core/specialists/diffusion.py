@@ -208,6 +208,33 @@ def step_callback(on_step, steps: int):
     return callback
 
 
+def run_each(calls, serve) -> list:
+    """`serve(call)` for every call; a VitronInputError becomes that call's output, as the Specialist protocol asks."""
+    outputs = []
+    for call in calls:
+        try:
+            outputs.append(serve(call))
+        except VitronInputError as exc:
+            outputs.append(exc)
+    return outputs
+
+
+def denoise(pipe, config: DiffusionConfig, on_step, **inputs) -> np.ndarray:
+    """One diffusers pipeline call with the config's steps, guidance and seed; step progress to `on_step`.
+    Returns the image as (H, W, 3) uint8."""
+    import torch
+
+    result = pipe(
+        num_inference_steps=config.steps,
+        guidance_scale=config.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(config.seed),
+        output_type="np",
+        callback_on_step_end=step_callback(on_step, config.steps),
+        **inputs,
+    ).images[0]
+    return np.clip(result * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 def square_crop(box_xyxy, image_hw: tuple[int, int], margin: float, min_side: int) -> tuple[int, int, int, int]:
     """Integer square (x1, y1, x2, y2) around `box_xyxy` with `margin` x its side on each side, at least `min_side`
     (capped by the image), shifted to lie inside the image."""

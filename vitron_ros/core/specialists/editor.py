@@ -27,12 +27,13 @@ from .diffusion import (
     EditorConfig,
     HybridConditioning,
     composite,
+    denoise,
     from_model,
     grow_mask,
     load_conditioner_for,
     load_pipeline,
+    run_each,
     square_crop,
-    step_callback,
     to_model,
 )
 
@@ -133,13 +134,7 @@ class DiffusionEditor:
         return self.conditioning.signal_dim
 
     def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
-        outputs: list[SpecialistOutput | Exception] = []
-        for call in calls:
-            try:
-                outputs.append(self.edit(frame, call))
-            except VitronInputError as exc:
-                outputs.append(exc)
-        return outputs
+        return run_each(calls, lambda call: self.edit(frame, call))
 
     def edit(self, frame: Frame, call: SpecialistCall) -> SpecialistOutput:
         """One edit of `frame.image` -> SpecialistOutput with the edited image and the region it changed."""
@@ -159,7 +154,6 @@ class DiffusionEditor:
     def _inpaint(self, image, fill, text, negative, signal, on_step) -> np.ndarray:
         """Repaint `fill` of `image` on a crop at the model's side; returns the full image with the crop's pixels
         replaced (the caller composites only the region back)."""
-        import torch
         from PIL import Image
 
         cfg = self.config
@@ -167,38 +161,29 @@ class DiffusionEditor:
         x1, y1, x2, y2 = crop
         patch, patch_fill = image[y1:y2, x1:x2], fill[y1:y2, x1:x2]
         prompt_embeds, negative_embeds = self.conditioning(text, signal, negative)
-        result = self.inpaint(
+        result = denoise(
+            self.inpaint, cfg, on_step,
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
             image=Image.fromarray(to_model(patch, cfg.resolution)),
             mask_image=Image.fromarray(to_model(patch_fill, cfg.resolution, mask=True) * 255),
             height=cfg.resolution,
             width=cfg.resolution,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(cfg.seed),
-            output_type="np",
-            callback_on_step_end=step_callback(on_step, cfg.steps),
-        ).images[0]
+        )
         out = image.copy()
-        out[y1:y2, x1:x2] = from_model(np.clip(result * 255.0 + 0.5, 0, 255).astype(np.uint8), patch.shape[:2])
+        out[y1:y2, x1:x2] = from_model(result, patch.shape[:2])
         return out
 
     def _instruct(self, image, call, on_step) -> np.ndarray:
-        import torch
         from PIL import Image
 
         cfg = self.config
         if not call.instruction:
             raise VitronInputError("instruct needs the edit to make, e.g. 'make it night'")
-        result = self.instruct(
+        result = denoise(
+            self.instruct, cfg, on_step,
             prompt=call.instruction,
             image=Image.fromarray(to_model(image, cfg.resolution)),
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
             image_guidance_scale=cfg.image_guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(cfg.seed),
-            output_type="np",
-            callback_on_step_end=step_callback(on_step, cfg.steps),
-        ).images[0]
-        return from_model(np.clip(result * 255.0 + 0.5, 0, 255).astype(np.uint8), image.shape[:2])
+        )
+        return from_model(result, image.shape[:2])

@@ -21,7 +21,7 @@ from ..geometry import Letterbox
 from ..invocation import parse_box
 from ..masks import box_to_mask
 from .base import Frame, SpecialistCall, SpecialistOutput
-from .diffusion import GeneratorConfig, HybridConditioning, load_conditioner_for, load_pipeline, step_callback
+from .diffusion import GeneratorConfig, HybridConditioning, denoise, load_conditioner_for, load_pipeline, run_each
 
 _LAYOUT_RE = re.compile(r"<p>(?P<phrase>.*?)</p>\s*<region>(?P<box>.*?)</region>", re.IGNORECASE | re.DOTALL)
 
@@ -63,13 +63,7 @@ class DiffusionGenerator:
         return self.conditioning.signal_dim
 
     def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
-        outputs: list[SpecialistOutput | Exception] = []
-        for call in calls:
-            try:
-                outputs.append(self.generate(call, frame.on_step))
-            except VitronInputError as exc:
-                outputs.append(exc)
-        return outputs
+        return run_each(calls, lambda call: self.generate(call, frame.on_step))
 
     def generate(self, call: SpecialistCall, on_step=None) -> SpecialistOutput:
         """A new (resolution, resolution, 3) uint8 image; its region is the whole canvas."""
@@ -97,22 +91,16 @@ class DiffusionGenerator:
         return SpecialistOutput(full[None], np.ones(1, np.float32), (label or "generated",), canvas[None])
 
     def _paint(self, canvas, region, text, signal, on_step) -> np.ndarray:
-        import torch
         from PIL import Image
 
         cfg = self.config
         prompt_embeds, negative_embeds = self.conditioning(text or None, signal)
-        result = self.pipe(
+        return denoise(
+            self.pipe, cfg, on_step,
             prompt_embeds=prompt_embeds,
             negative_prompt_embeds=negative_embeds,
             image=Image.fromarray(canvas),
             mask_image=Image.fromarray(region.astype(np.uint8) * 255),
             height=cfg.resolution,
             width=cfg.resolution,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance_scale,
-            generator=torch.Generator("cpu").manual_seed(cfg.seed),
-            output_type="np",
-            callback_on_step_end=step_callback(on_step, cfg.steps),
-        ).images[0]
-        return np.clip(result * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        )
