@@ -259,6 +259,8 @@ class TrackGoal:
     error: str = ""
 
     def observe(self, tracks: FrameTracks, header) -> None:
+        if self.finished.is_set():
+            return  # frames after the goal's end, before its thread stopped listening, are not the goal's
         frame_stamp_ns = stamp_ns(header)
         try:
             state = tracks.by_id(self.object_id)
