@@ -11,6 +11,9 @@ Tasks (the VITRON training stages pick mixtures of them):
   echo         "repeat: the red circle above the green square." -> "the red circle above the green square"
                (text only, unrelated to the image: the from-scratch LM learns to read and copy the request,
                which a pretrained Vicuna brings along; without it the LM answers from the image alone)
+  edit         "make the red circle blue." -> an editor invocation (remove, recolour, replace, move with the
+               object's box and [SEG]; add with the box the user gave)
+  layout       "draw a red circle in [0.10, ...] and ..." -> the generator's layout invocation with those boxes
 
 Replies are written exactly as the pipeline's parser reads them (invocation.py), boxes normalised to the
 padded square the LLM sees, two decimals.
@@ -26,7 +29,9 @@ from ..geometry import Letterbox
 from ..sketch import Sketch
 from .world import COLOURS, SHAPES, Scene, SceneObject
 
-TASKS = ("caption", "vqa", "referring", "everything", "region", "grounded", "grounded_qa", "echo")
+TASKS = ("caption", "vqa", "referring", "everything", "region", "grounded", "grounded_qa", "echo", "edit", "layout")
+# The shipped tokenizer learned its merges from these tasks' text; adding a task must not change its vocabulary.
+TOKENIZER_TASKS = TASKS[:8]
 VQA_TYPES = ("count", "colour", "shape", "position", "relation", "largest")
 RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": (1, 1)}  # (axis, sign)
 RELATION_MARGIN = 0.06  # centres must differ by this fraction of the side for a relation to hold either way
@@ -183,6 +188,23 @@ class InstructionMaker:
             )
         return None
 
+    def _edit(self) -> Sample | None:
+        from .edits import EDIT_TASKS, edit_case
+
+        task = self._pick(EDIT_TASKS)
+        case = edit_case(self.scene, task, self.rng)
+        if case is None:
+            return None
+        return Sample("edit", task, case.request, edit_reply(case, self.hw), answer=case.instruction,
+                      seg_targets=[] if case.target is None else [case.target],
+                      box_targets=[] if case.target is None else [case.target])
+
+    def _layout(self) -> Sample:
+        from .edits import layout_case
+
+        case = layout_case(int(self.rng.integers(2**31)), self.size, objects=int(self.rng.integers(1, 3)))
+        return Sample("layout", "layout", case.request, edit_reply(case, self.hw), answer=case.instruction)
+
     def _everything(self) -> Sample:
         request = self._pick(["segment everything.", "segment all objects.", "give me masks of everything."])
         reply = "<module>segmenter</module> <instruction>everything: all objects</instruction>"
@@ -310,6 +332,16 @@ def region_sketch(obj: SceneObject, kind: str, rng: np.random.Generator) -> Sket
             box = (x1, y1, x2, y2)
         return Sketch.box(*box)
     raise ValueError(f"unknown sketch kind {kind!r}; expected point, box or scribble")
+
+
+def edit_reply(case, image_hw: tuple[int, int]) -> str:
+    """The invocation an EditCase is asked with. Edits of an object carry its box and a [SEG], which grounds the
+    object and conditions the editor; an add carries the box the user gave; a layout's boxes are in its text."""
+    call = f"<module>{case.module}</module> <instruction>{case.task}: {case.instruction}</instruction>"
+    if case.task == "layout":
+        return call
+    call += f" <Region>{format_box(case.box_xyxy, image_hw)}</Region>"
+    return call if case.target is None else f"{call} [SEG]"
 
 
 def make_sample(scene: Scene, task: str, rng: np.random.Generator, attempts: int = 1) -> Sample | None:
