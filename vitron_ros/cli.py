@@ -97,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
     train.add_argument("--stage", required=True,
-                       help="a stage name (align, invocation, decoder, grounding, synergy), 'tracker' (SAM 2) or 'all'")
+                       help="a stage name (align, invocation, decoder, grounding, synergy, video, edit), 'tracker' "
+                            "(SAM 2), 'diffusion' (the generator/editor), 'signal' (its signal projector) or 'all'")
     train.add_argument("--config", required=True, help="training recipe YAML, e.g. config/train_shapes.yaml")
     train.add_argument("--work-dir", default=".train/shapes", help="checkpoints, logs and resumable state")
     train.add_argument("--fresh", action="store_true", help="ignore finished stages and saved state; start over")
@@ -105,11 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profiles-file", default=None)
 
     evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
-    evaluate.add_argument("--suite", required=True, choices=("shapes", "video"),
-                          help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips")
+    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit"),
+                          help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips; edit: image "
+                               "edits and layouts against re-rendered truths")
     evaluate.add_argument("--profile", default="shapes")
     evaluate.add_argument("--profiles-file", default=None)
-    evaluate.add_argument("--scenes", type=int, default=200, help="held-out scenes per task (shapes suite)")
+    evaluate.add_argument("--scenes", type=int, default=None,
+                          help="held-out scenes (shapes suite: per task, default 200; edit suite: default 50)")
+    evaluate.add_argument("--no-ablation", action="store_true", help="edit suite: skip the text/signal ablation")
     evaluate.add_argument("--clips", type=int, default=40, help="held-out clips (video suite)")
     evaluate.add_argument("--frames", type=int, default=24, help="frames per clip (video suite)")
     evaluate.add_argument("--json", default=None, help="also write the full report to this file")
@@ -379,24 +383,80 @@ def _train(args) -> int:
     recipe = load_recipe(args.config)
     names = [s.name for s in recipe.stages]
     tracker_named = recipe.tracker is not None
-    if args.stage not in ("all", *names, *(("tracker",) if tracker_named else ())):
-        extra = " or 'tracker'" if tracker_named else " (this recipe has no tracker section)"
+    own = (("tracker",) if tracker_named else ()) + (("diffusion", "signal") if recipe.diffusion else ())
+    if args.stage not in ("all", *names, *own):
         raise VitronInputError(
-            f"--stage {args.stage!r}: expected 'all', one of {names}{extra} (VITRON's order: {STAGE_NAMES})"
+            f"--stage {args.stage!r}: expected 'all', one of {names} or of {list(own)} (the recipe's own sections; "
+            f"VITRON's order: {STAGE_NAMES})"
         )
     profile = load_profile(recipe.profile, args.profiles_file)
     if args.fresh and Path(args.work_dir).exists():
         import shutil
 
         shutil.rmtree(args.work_dir)
-    if args.stage != "tracker":
+    if args.stage not in own:
         trainer = Trainer(recipe, args.work_dir, profile=profile)
         trainer.run(names if args.stage == "all" else [args.stage], resume=True)
         if not args.no_export:
             trainer.export()
     if args.stage in ("tracker", "all") and tracker_named:
         _train_tracker(recipe, profile, Path(args.work_dir), export=not args.no_export)
+    if args.stage in ("diffusion", "all") and recipe.diffusion:
+        _train_diffusion(recipe, profile, Path(args.work_dir), export=not args.no_export)
+    if args.stage in ("signal", "all") and recipe.diffusion:
+        _train_signal(recipe, profile, Path(args.work_dir), export=not args.no_export)
     return 0
+
+
+def _diffusion_destination(profile) -> Path:
+    section = profile.section("editor") or profile.section("generator")
+    if section is None:
+        raise VitronInputError(f"profile {profile.name!r} has no editor or generator section to train a model for")
+    return Path(section.model)
+
+
+def _export_folder(folder: Path, destination: Path) -> None:
+    import shutil
+
+    from .core.model.weights import replacing_folder
+
+    with replacing_folder(destination) as staging:
+        shutil.copytree(folder, staging, dirs_exist_ok=True)
+    _progress(f"exported {folder.name} -> {destination}")
+
+
+def _train_diffusion(recipe, profile, work_dir: Path, export: bool) -> None:
+    import json
+
+    from .core.training.diffusion_training import train_diffusion
+
+    destination = _diffusion_destination(profile)
+    folder = work_dir / "diffusion"
+    report = train_diffusion(folder, recipe.diffusion, seed=recipe.seed, progress=_progress)
+    (work_dir / "diffusion_report.json").write_text(json.dumps(report, indent=1))
+    if export:
+        _export_folder(folder, destination)
+
+
+def _train_signal(recipe, profile, work_dir: Path, export: bool) -> None:
+    import json
+
+    from .core.conversation import SYSTEM_PROMPT
+    from .core.model.vitron_llm import VitronLLM
+    from .core.training.diffusion_training import train_signal
+
+    destination = _diffusion_destination(profile)
+    folder = work_dir / "diffusion"
+    if not (folder / "model_index.json").is_file():  # no diffusion stage in this work dir: the shipped model's
+        if not (destination / "model_index.json").is_file():
+            raise VitronInputError(f"no diffusion model in {folder} or {destination}; run --stage diffusion first")
+        _export_folder(destination, folder)
+    llm = VitronLLM.from_pretrained(profile.llm)
+    report = train_signal(folder, recipe.diffusion, llm, profile.llm.system_prompt or SYSTEM_PROMPT,
+                          seed=recipe.seed, progress=_progress)
+    (work_dir / "signal_report.json").write_text(json.dumps(report, indent=1))
+    if export:
+        _export_folder(folder, destination)
 
 
 def _train_tracker(recipe, profile, work_dir: Path, export: bool) -> None:
@@ -432,8 +492,15 @@ def _eval(args) -> int:
 
         report = evaluate_video(pipeline, clips=args.clips, frames=args.frames, progress=True)
         print(format_video_report(report))
+    elif args.suite == "edit":
+        from .core.evaluation.edit_suite import evaluate_edit, format_edit_report
+
+        if not {"editor", "generator"} <= pipeline.specialists.keys():
+            raise VitronInputError(f"profile {profile.name!r} needs an editor and a generator for the edit suite")
+        report = evaluate_edit(pipeline, scenes=args.scenes or 50, ablation=not args.no_ablation, progress=True)
+        print(format_edit_report(report))
     else:
-        report = evaluate_shapes(pipeline, scenes=args.scenes, progress=True)
+        report = evaluate_shapes(pipeline, scenes=args.scenes or 200, progress=True)
         print(format_report(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -8,7 +8,8 @@ a layout; the editor fills a segmenter mask. Whole-image instruction edits use I
 
 Hybrid message passing: the text half goes through the diffusion model's own text encoder; the LLM's hidden state at
 the call's [SEG] goes through `SignalConditioner` (trained, shipped with the checkpoint) into `tokens` extra
-cross-attention tokens appended after the text's. Either half alone conditions the model.
+cross-attention tokens appended after the text's (after the empty text's when the call has no words). Either half
+alone conditions the model; `conditioning` in the profile picks text, signal or both.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 from ..errors import CheckpointLoadError, VitronInputError
 
 PROJECTOR_FILE = "signal_projector.safetensors"
+CONDITIONING = ("both", "text", "signal")
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,15 @@ class DiffusionConfig:
     guidance_scale: float = 7.5  # classifier-free guidance (1: off, one UNet pass per step)
     seed: int = 0  # generator seed, so the same request on the same image gives the same pixels
     background_prompt: str = "empty background"  # what a removal fills with (and a layout starts from)
+    # which halves of VITRON's hybrid message reach the model: "both" (each one the call has), "text" (the
+    # instruction only) or "signal" (the [SEG] embedding only; calls without one fail with a clear error)
+    conditioning: str = "both"
 
     paths: ClassVar[tuple[str, ...]] = ("model",)
 
     def check(self, where: str) -> None:
+        if self.conditioning not in CONDITIONING:
+            raise VitronInputError(f"{where}.conditioning: expected one of {CONDITIONING}, got {self.conditioning!r}")
         if self.resolution < 8 or self.resolution % 8:
             raise VitronInputError(f"{where}.resolution: must be a positive multiple of 8, got {self.resolution}")
         if self.steps < 1:
@@ -155,8 +162,8 @@ def load_pipeline(kind: str, model: str, revision: str | None, device: str, dtyp
 class HybridConditioning:
     """Builds (prompt_embeds, negative_prompt_embeds) from the text half, the signal half, or both."""
 
-    def __init__(self, pipe, conditioner=None):
-        self.pipe, self.conditioner = pipe, conditioner
+    def __init__(self, pipe, conditioner=None, mode: str = "both"):
+        self.pipe, self.conditioner, self.mode = pipe, conditioner, mode
         if conditioner is not None:
             width = pipe.text_encoder.config.hidden_size
             if conditioner.cross_attention_dim != width:
@@ -173,13 +180,19 @@ class HybridConditioning:
     def __call__(self, text: str | None, signal: np.ndarray | None, negative: str = ""):
         import torch
 
+        if self.mode == "text":
+            signal = None
+        elif self.mode == "signal":
+            if signal is None:
+                raise VitronInputError("this editor is conditioned by signal embeddings only, and the call has no [SEG]")
+            text, negative = None, ""
         if not text and signal is None:
             raise VitronInputError("nothing to condition on: no text and no signal embedding")
         device, dtype = self.pipe.device, self.pipe.unet.dtype
         parts, negatives = [], []
-        if text:
+        if text or signal is not None:  # a signal alone goes beside the empty text's tokens, as it was trained
             with torch.inference_mode():
-                embeds, negative_embeds = self.pipe.encode_prompt(text, device, 1, True, negative_prompt=negative)
+                embeds, negative_embeds = self.pipe.encode_prompt(text or "", device, 1, True, negative_prompt=negative)
             parts.append(embeds)
             negatives.append(negative_embeds)
         if signal is not None:

@@ -13,6 +13,7 @@ composited back, so every pixel outside the returned region is the input's, byte
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,12 +127,19 @@ class DiffusionEditor:
         instruct = None
         if config.instruct_model is not None:
             instruct = load_pipeline("instruct", config.instruct_model, config.revision, device, config.dtype, hint)
-        return cls(inpaint, HybridConditioning(inpaint, conditioner), config, instruct)
+        return cls(inpaint, HybridConditioning(inpaint, conditioner, config.conditioning), config, instruct)
 
     @property
     def signal_dim(self) -> int | None:
         """Width of the LLM hidden state the signal projector reads (None: no projector)."""
         return self.conditioning.signal_dim
+
+    def with_conditioning(self, mode: str) -> DiffusionEditor:
+        """The same editor (same loaded models) conditioned by "text", "signal" or "both": the hybrid ablation."""
+        config = dataclasses.replace(self.config, conditioning=mode)
+        config.check("editor")
+        conditioning = HybridConditioning(self.inpaint, self.conditioning.conditioner, mode)
+        return type(self)(self.inpaint, conditioning, config, self.instruct)
 
     def run(self, frame: Frame, calls: Sequence[SpecialistCall]) -> list[SpecialistOutput | Exception]:
         return run_each(calls, lambda call: self.edit(frame, call))

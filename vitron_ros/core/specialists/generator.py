@@ -56,7 +56,8 @@ class DiffusionGenerator:
     def from_config(cls, config: GeneratorConfig, profile, device: str = "cpu") -> DiffusionGenerator:
         hint = f"run `vitron models fetch --profile {profile.name}`"
         pipe = load_pipeline("inpaint", config.model, config.revision, device, config.dtype, hint)
-        return cls(pipe, HybridConditioning(pipe, load_conditioner_for(config, Path(pipe.config._name_or_path))), config)
+        conditioner = load_conditioner_for(config, Path(pipe.config._name_or_path))
+        return cls(pipe, HybridConditioning(pipe, conditioner, config.conditioning), config)
 
     @property
     def signal_dim(self) -> int | None:

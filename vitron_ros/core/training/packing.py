@@ -127,7 +127,9 @@ class Packer:
                     raise ValueError(f"{sample.task} reply has {len(seg_positions)} [SEG] but {len(sample.seg_targets)} targets")
                 for k, (position, obj) in enumerate(zip(seg_positions, sample.seg_targets, strict=True)):
                     with_box = k < len(sample.box_targets)
-                    segs.append(SegTarget(b, position, obj, SEG_TASKS.index(sample.task), with_box))
+                    # an edit's [SEG] refers to one object, as a referring expression's does
+                    task = SEG_TASKS.index(sample.task if sample.task in SEG_TASKS else "referring")
+                    segs.append(SegTarget(b, position, obj, task, with_box))
                 sketch_positions = [start + j for j in range(reply_from) if ids[j] == self.sketch_id]
                 if len(sketch_positions) != len(sample.sketch_targets):
                     raise ValueError(f"{len(sketch_positions)} <sketch> slots for {len(sample.sketch_targets)} sketches")

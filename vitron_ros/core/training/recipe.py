@@ -11,12 +11,15 @@ from ..errors import VitronInputError
 from ..shapes.instructions import TASKS
 from ..shapes.video_instructions import VIDEO_TASKS
 from .model import MODULE_GROUPS
+from .diffusion_training import DiffusionTrainConfig
 from .tracker_training import TrackerTrainConfig
 
 LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
 # VITRON's five stages in order, then `video`: questions about clips through the video encoder (the paper trains
-# video data within its stages; here the still-image model is taught clips afterwards, as a sixth stage)
-STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy", "video")
+# video data within its stages; here the still-image model is taught clips afterwards, as a sixth stage), then
+# `edit`: the editor's and generator's invocations, taught to a trained model (it may start from the shipped one)
+STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy", "video", "edit")
+STARTS = ("previous", "profile")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class StageConfig:
     synergy_strength: float = 0.0  # gradient-reversal strength of the task discriminator (0: synergy off)
     clip_share: float = 0.0  # fraction of updates that are batches of clips (their tasks: clip_tasks)
     clip_tasks: dict[str, float] | None = None  # task -> weight for clip batches, e.g. {video_qa: 1.0}
+    # "previous": the weights the stage before it left; "profile": those, or when this work dir has no finished
+    # previous stage, the profile's exported checkpoint (teach a new task to the shipped model, no full retrain)
+    start: str = "previous"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,8 @@ class TrainConfig:
     log_every: int = 20
     threads: int = 0  # torch CPU threads; 0 = torch's default
     tracker: TrackerTrainConfig | None = None  # the SAM 2 tracker's own training (`--stage tracker`), if any
+    # the generator/editor's own training (`--stage diffusion`) and its signal projector's (`--stage signal`)
+    diffusion: DiffusionTrainConfig | None = None
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -72,6 +80,8 @@ def stage_from_dict(raw: dict, where: str) -> StageConfig:
     for loss in stage.losses:
         if loss not in LOSSES:
             raise VitronInputError(f"{where}.losses: unknown loss {loss!r}; losses are {LOSSES}")
+    if stage.start not in STARTS:
+        raise VitronInputError(f"{where}.start: expected one of {STARTS}, got {stage.start!r}")
     if stage.steps < 1 or not stage.tasks:
         raise VitronInputError(f"{where}: needs steps >= 1 and at least one task")
     return StageConfig(**{**stage.__dict__, "train": tuple(stage.train)})
@@ -90,6 +100,11 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     if raw.get("tracker") is not None:
         tracker = build_checked(TrackerTrainConfig, raw["tracker"], f"{path.name}: tracker")
         raw["tracker"] = TrackerTrainConfig(**{**tracker.__dict__, "prompt_mix": tuple(tracker.prompt_mix)})
+    if raw.get("diffusion") is not None:
+        diffusion = build_checked(DiffusionTrainConfig, raw["diffusion"], f"{path.name}: diffusion")
+        raw["diffusion"] = DiffusionTrainConfig(**{
+            **diffusion.__dict__, "vae_channels": tuple(diffusion.vae_channels),
+            "unet_channels": tuple(diffusion.unet_channels)})
     order = [STAGE_NAMES.index(s.name) for s in parsed]
     if order != sorted(order) or len(set(order)) != len(order):
         raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")

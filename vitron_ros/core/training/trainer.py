@@ -130,13 +130,16 @@ class Trainer:
             shutil.move(str(staging / "init"), init)
             shutil.rmtree(staging, ignore_errors=True)
         self.model, self.processor = load_trainable(self.profile, init)
+        self.clip_sampling = ClipSampling()
+        self._make_packers()
+        self.scene_size = self.profile.tiny.vision_image_size
+
+    def _make_packers(self) -> None:
         system = self.profile.llm.system_prompt or SYSTEM_PROMPT
         grid = self.profile.tiny.vision_image_size // self.profile.tiny.vision_patch_size
         self.packer = Packer(self.processor.tokenizer, system, grid * grid)
         # clips: the grid of time-pooled patches, then one token per sampled frame
-        self.clip_sampling = ClipSampling()
         self.clip_packer = Packer(self.processor.tokenizer, system, grid * grid + self.clip_sampling.frames)
-        self.scene_size = self.profile.tiny.vision_image_size
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -160,6 +163,15 @@ class Trainer:
 
     def _start_from(self, stage: StageConfig) -> None:
         index = [s.name for s in self.config.stages].index(stage.name)
+        previous_done = index > 0 and self.is_done(self.config.stages[index - 1].name)
+        if stage.start == "profile" and not previous_done:  # (a full retrain goes on from its own previous stage)
+            folder = Path(self.profile.llm.model).parent
+            if not (folder / "sam.safetensors").is_file():
+                raise VitronInputError(f"stage {stage.name!r} starts from the profile's checkpoint, and {folder} "
+                                       "has no llava/ and sam.safetensors")
+            self.model, self.processor = load_trainable(self.profile, folder)
+            self._make_packers()
+            return
         if index == 0:
             self.model, self.processor = load_trainable(self.profile, self.work_dir / "init")
             return
