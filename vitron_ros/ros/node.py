@@ -488,14 +488,8 @@ class VitronNode(LifecycleNode):
 
     def _execute_ask(self, goal_handle):
         """Ask.action: stream stages and partial text as feedback; a cancel request stops generation."""
-        feedback = Ask.Feedback(stage="queued")
-        goal_handle.publish_feedback(feedback)
-
-        def progress(stage: str, text: str) -> None:
-            if goal_handle.is_cancel_requested or self._goals_end.is_set():
-                raise QueryCancelled("goal cancelled")
-            goal_handle.publish_feedback(Ask.Feedback(stage=stage, partial_text=text))
-
+        goal_handle.publish_feedback(Ask.Feedback(stage="queued"))
+        progress = self._goal_progress(goal_handle, lambda stage, text: Ask.Feedback(stage=stage, partial_text=text))
         answer = self._answer_or_error(goal_handle.request, progress)
         self._end_goal(goal_handle, answer)
         return Ask.Result(answer=answer)
@@ -505,12 +499,11 @@ class VitronNode(LifecycleNode):
         goal = goal_handle.request
         goal_handle.publish_feedback(Edit.Feedback(stage="queued"))
 
-        def progress(stage: str, text: str) -> None:
-            if goal_handle.is_cancel_requested or self._goals_end.is_set():
-                raise QueryCancelled("goal cancelled")
-            step, _, steps = text.partition("/") if stage == "denoise" else ("0", "", "0")
-            goal_handle.publish_feedback(Edit.Feedback(stage=stage, step=int(step or 0), steps=int(steps or 0)))
+        def feedback(stage: str, text: str) -> Edit.Feedback:
+            step, _, steps = text.partition("/") if stage == "denoise" else ("0", "", "0")  # "k/n" per step
+            return Edit.Feedback(stage=stage, step=int(step or 0), steps=int(steps or 0))
 
+        progress = self._goal_progress(goal_handle, feedback)
         outcome, error = self._run_on_camera(goal.camera, self.handlers.edit_from_request, goal, progress)
         if outcome is None:
             answer = self._error_answer(goal.request, goal.request_id, error)
@@ -523,6 +516,21 @@ class VitronNode(LifecycleNode):
             self.health.request_failed("edit", answer.error)
         self._end_goal(goal_handle, answer)
         return Edit.Result(answer=answer, images=images)
+
+    def _goal_stopped(self, goal_handle) -> bool:
+        """A cancel was requested, or the node is deactivating or cleaning up."""
+        return goal_handle.is_cancel_requested or self._goals_end.is_set()
+
+    def _goal_progress(self, goal_handle, feedback):
+        """The pipeline's progress(stage, text) for a goal: publishes feedback(stage, text), or raises QueryCancelled
+        (which stops the query between tokens or denoising steps) once the goal is stopped."""
+
+        def progress(stage: str, text: str) -> None:
+            if self._goal_stopped(goal_handle):
+                raise QueryCancelled("goal cancelled")
+            goal_handle.publish_feedback(feedback(stage, text))
+
+        return progress
 
     @staticmethod
     def _end_goal(goal_handle, answer: Answer) -> None:
@@ -564,7 +572,7 @@ class VitronNode(LifecycleNode):
             return Track.Result(error=describe_error(error))
         result, outcome = run_track_goal(
             tracking, goal_handle.request, self.factory,
-            lambda: goal_handle.is_cancel_requested or self._goals_end.is_set(), goal_handle.publish_feedback,
+            lambda: self._goal_stopped(goal_handle), goal_handle.publish_feedback,
         )  # fmt: skip
         if outcome == "canceled" and not goal_handle.is_cancel_requested:
             result.error = "the node was deactivated or cleaned up while the goal ran"
@@ -578,11 +586,9 @@ class VitronNode(LifecycleNode):
         """VideoQuery.action: the camera's recent frames as a clip; stages and partial text as feedback."""
         goal = goal_handle.request
         goal_handle.publish_feedback(VideoQuery.Feedback(stage="queued"))
-
-        def progress(stage: str, text: str) -> None:
-            if goal_handle.is_cancel_requested or self._goals_end.is_set():
-                raise QueryCancelled("goal cancelled")
-            goal_handle.publish_feedback(VideoQuery.Feedback(stage=stage, partial_text=text))
+        progress = self._goal_progress(
+            goal_handle, lambda stage, text: VideoQuery.Feedback(stage=stage, partial_text=text)
+        )
 
         outcome, error = self._run_on_camera(
             goal.camera, self.handlers.video_query, goal.request, goal.camera, goal.num_frames, goal.request_id, progress
