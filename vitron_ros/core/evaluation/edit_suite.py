@@ -8,8 +8,8 @@ inside the region the editor may change (shapes/edits.py). Scored through the pr
   the right call; run three ways for the signal-embedding ablation: text only, [SEG] embedding only, both.
 
 Per edit: MagicBrush's L1 and L2 over the whole image (pixels 0-1), L1 inside the true edit region, the largest
-change outside the region the output reports (must be 0: the editor composites), and success read from the
-pixels (right colour and shape at the right place, the removed object gone). Layouts: each requested object
+change outside the region the output reports (must be 0: the editor composites), the share of pixels changed
+outside the true region (a wrong or too large mask), and success read from the pixels (right colour and shape at the right place, the removed object gone). Layouts: each requested object
 present with box IoU >= 0.5 and the right colour and shape.
 """
 
@@ -35,10 +35,13 @@ def score(case, result) -> dict:
         images = []
     error = np.abs(output.astype(np.float32) - case.truth.astype(np.float32)) / 255.0
     region = case.region
-    outside = 0.0
+    outside, spill = 0.0, 0.0
     if images and case.task != "layout":
         changed = np.abs(output.astype(np.int16) - case.source.astype(np.int16)).max(axis=-1)
+        # compositing: nothing outside the region the editor reports may change, by even one level
         outside = float(changed[~images[0].region].max()) if (~images[0].region).any() else 0.0
+        # grounding: pixels changed outside the true edit region (a segmenter mask too big, or on the wrong object)
+        spill = float((changed[~region] > 0).mean()) if (~region).any() else 0.0
     read = read_edit(case, output) if images else {"success": False, "objects": [False] * len(case.expect)}
     return {
         "produced": bool(images),
@@ -46,6 +49,7 @@ def score(case, result) -> dict:
         "l2": float((error ** 2).mean()),
         "l1_region": float(error[region].mean()) if region is not None and region.any() else float(error.mean()),
         "outside": outside,
+        "spill": spill,
         "success": bool(read["success"]),
         "objects": [bool(o) for o in read["objects"]],
     }
@@ -62,6 +66,7 @@ def _summary(rows: list[dict]) -> dict:
         "l2": float(np.mean([r["l2"] for r in rows])),
         "l1_region": float(np.mean([r["l1_region"] for r in rows])),
         "outside_max": float(max(r["outside"] for r in rows)),
+        "spill": float(np.mean([r["spill"] for r in rows])),
         "success": float(np.mean([r["success"] for r in rows])),
         "object_success": float(np.mean(objects)) if objects else None,
     }
@@ -123,8 +128,9 @@ def format_edit_report(report: dict) -> str:
     def number(value, digits=3):
         return "-" if value is None else f"{value:.{digits}f}"
 
-    lines = ["| task | invocation | n | produced | L1 | L2 | L1 in region | max change outside | success |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| task | invocation | n | produced | L1 | L2 | L1 in region | max change outside its region | "
+             "changed outside the true region | success |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for task in (*EDIT_TASKS, "layout"):
         for way in ("end_to_end", "given"):
             s = report[task][way]
@@ -135,7 +141,7 @@ def format_edit_report(report: dict) -> str:
                 success += f" (objects {number(s['object_success'], 2)})"
             lines.append(f"| {task} | {way.replace('_', ' ')} | {s['n']} | {number(s['produced'], 2)} | "
                          f"{number(s['l1'])} | {number(s['l2'])} | {number(s['l1_region'])} | "
-                         f"{s['outside_max']:.0f} | {success} |")
+                         f"{s['outside_max']:.0f} | {s['spill']:.3f} | {success} |")
     ablation = [task for task in EDIT_TASKS if report[task].get("given_both", {}).get("n")]
     if ablation:
         lines += ["", "Signal-embedding ablation (given invocation; success / L1 in region):", "",

@@ -35,6 +35,7 @@ class Expected:
     shape: str | None
     mask: np.ndarray | None = None  # (H, W) bool: the true pixels (recolour, replace, move)
     box_xyxy: tuple[float, float, float, float] | None = None  # the requested box (add, layout)
+    within: np.ndarray | None = None  # (H, W) bool: where to look for it (replace: the edit's region)
 
 
 @dataclass
@@ -114,14 +115,17 @@ def edit_case(scene: Scene, task: str, rng: np.random.Generator) -> EditCase | N
     if task == "replace":
         # always a new shape, so the old object left in place never passes for the new one
         colour, shape = str(rng.choice(list(COLOURS))), str(rng.choice([s for s in SHAPES if s != obj.spec.shape]))
-        new_spec = ShapeSpec(shape, colour, obj.spec.cx, obj.spec.cy, obj.spec.extent * 0.85)
+        x1, y1, x2, y2 = box  # centred on the old object's box (a triangle's own centre sits low in its box)
+        new_spec = ShapeSpec(shape, colour, (x1 + x2) / 2 / scene.size, (y1 + y2) / 2 / scene.size,
+                             obj.spec.extent * 0.85)
         plan = _plan(task, f"{phrase} with a {colour} {shape}", obj.mask, box, image)
         truth = np.where(plan.region[..., None], render(scene, specs[:k] + [new_spec] + specs[k + 1:]), image)
         truth = truth.astype(np.uint8)
         new_mask = plan.region & np.all(truth == COLOURS[colour], axis=-1)
         request = f"replace {phrase} with a {colour} {shape}."
         return EditCase(task, "editor", f"{phrase} with a {colour} {shape}", request, image, truth, k, obj.mask, box,
-                        [Expected(colour, shape, mask=new_mask)], (obj.spec.colour, obj.mask & ~new_mask), plan.region)
+                        [Expected(colour, shape, mask=new_mask, within=plan.region)],
+                        (obj.spec.colour, obj.mask & ~new_mask), plan.region)
     if task == "move":
         from ..errors import VitronInputError
 
@@ -252,6 +256,16 @@ def _largest_component(mask: np.ndarray, box=None) -> np.ndarray:
     return labels == best
 
 
+def _overlapping_component(mask: np.ndarray, target: np.ndarray) -> np.ndarray:
+    import cv2
+
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    if count <= 1:
+        return np.zeros_like(mask)
+    overlaps = np.bincount(labels[target], minlength=count)[1:]
+    return labels == 1 + int(np.argmax(overlaps))
+
+
 def read_expected(image: np.ndarray, expected: Expected) -> bool:
     """Whether `image` shows the expected object: its colour (and shape) at its place."""
     found = colour_mask(image, expected.colour)
@@ -262,7 +276,9 @@ def read_expected(image: np.ndarray, expected: Expected) -> bool:
         return expected.shape is None or read_shape(blob) == expected.shape
     if expected.shape is None:  # recolour / move: the true pixels now in that colour
         return bool(expected.mask.any()) and found[expected.mask].mean() >= RECOLOUR_FRACTION
-    blob = _largest_component(found & expected.mask) if expected.mask.any() else found
+    # replace: the blob of that colour in the region that overlaps the truth most, uncut, so its own shape is read
+    search = found & expected.within if expected.within is not None else found
+    blob = _overlapping_component(search, expected.mask)
     return iou(blob, expected.mask) >= 0.5 and read_shape(blob) == expected.shape
 
 
