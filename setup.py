@@ -3,11 +3,24 @@
 The same file serves `colcon build` (data_files put launch and config where ament expects them) and a plain
 `pip install -e .` on machines without ROS 2, which is how the CLI and the tests run.
 """
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
 
 PACKAGE = "vitron_ros"
+
+
+def _tree(source: str, target: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing every file under `source` at the same relative place under `target`."""
+    entries = []
+    for folder, dirs, files in os.walk(source):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # no staging leftovers
+        if files:
+            relative = os.path.relpath(folder, source)
+            entries.append((os.path.normpath(os.path.join(target, relative)), [os.path.join(folder, f) for f in sorted(files)]))
+    return entries
+
 
 setup(
     name=PACKAGE,
@@ -18,10 +31,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.rviz") + glob("config/*.xml")),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
-        # The trained `shapes` profile ships with the package (18 MB with its SAM 2 tracker): it runs offline.
-        (f"share/{PACKAGE}/models/shapes", glob("models/shapes/*.safetensors")),
-        (f"share/{PACKAGE}/models/shapes/llava", glob("models/shapes/llava/*")),
-        (f"share/{PACKAGE}/models/shapes/sam2", glob("models/shapes/sam2/*")),
+        # The trained `shapes` profile ships with the package (LLM, SAM, SAM 2 tracker, diffusion editor): it runs
+        # offline. Every folder under models/shapes keeps its place (diffusers folders nest a level deeper).
+        *_tree("models/shapes", f"share/{PACKAGE}/models/shapes"),
     ],
     python_requires=">=3.10",
     install_requires=[

@@ -44,6 +44,8 @@ def bench_profile(profile: str, device: str, repeats: int) -> None:
         ("editor", SpecialistCall(task="remove", instruction="the red circle", mask=mask)),
         ("editor", SpecialistCall(task="recolour", instruction="the red circle to blue", mask=mask)),
         ("generator", SpecialistCall(task="generation", instruction="a red circle left of a blue square")),
+        ("generator", SpecialistCall(task="layout", instruction="<p> a red circle </p> <Region>[0.1, 0.1, 0.4, 0.4]"
+                                     "</Region> <p> a blue square </p> <Region>[0.55, 0.5, 0.9, 0.85]</Region>")),
     ]
     print(f"profile {profile} on {device}: median of {repeats} after one warm-up")
     for name, call in cases:

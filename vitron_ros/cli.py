@@ -394,17 +394,22 @@ def _train(args) -> int:
         import shutil
 
         shutil.rmtree(args.work_dir)
+    llm = profile.llm  # the LLM whose [SEG] states the signal stage learns from
     if args.stage not in own:
         trainer = Trainer(recipe, args.work_dir, profile=profile)
         trainer.run(names if args.stage == "all" else [args.stage], resume=True)
         if not args.no_export:
             trainer.export()
+        elif args.stage == "all" and recipe.diffusion:  # the work dir's LLM, exported beside it, not the shipped one
+            from .core.training.trainer import relocated
+
+            llm = trainer.export(relocated(profile, Path(args.work_dir) / "export")).llm
     if args.stage in ("tracker", "all") and tracker_named:
         _train_tracker(recipe, profile, Path(args.work_dir), export=not args.no_export)
     if args.stage in ("diffusion", "all") and recipe.diffusion:
         _train_diffusion(recipe, profile, Path(args.work_dir), export=not args.no_export)
     if args.stage in ("signal", "all") and recipe.diffusion:
-        _train_signal(recipe, profile, Path(args.work_dir), export=not args.no_export)
+        _train_signal(recipe, profile, llm, Path(args.work_dir), export=not args.no_export)
     return 0
 
 
@@ -436,9 +441,10 @@ def _train_diffusion(recipe, profile, work_dir: Path, export: bool) -> None:
     (work_dir / "diffusion_report.json").write_text(json.dumps(report, indent=1))
     if export:
         _export_folder(folder, destination)
+        _progress("the exported model has no signal projector yet: run --stage signal (or set signal_projector: null)")
 
 
-def _train_signal(recipe, profile, work_dir: Path, export: bool) -> None:
+def _train_signal(recipe, profile, llm_config, work_dir: Path, export: bool) -> None:
     import json
 
     from .core.conversation import SYSTEM_PROMPT
@@ -451,8 +457,9 @@ def _train_signal(recipe, profile, work_dir: Path, export: bool) -> None:
         if not (destination / "model_index.json").is_file():
             raise VitronInputError(f"no diffusion model in {folder} or {destination}; run --stage diffusion first")
         _export_folder(destination, folder)
-    llm = VitronLLM.from_pretrained(profile.llm)
-    report = train_signal(folder, recipe.diffusion, llm, profile.llm.system_prompt or SYSTEM_PROMPT,
+    _progress(f"signal stage: [SEG] states of the LLM in {llm_config.model}")
+    llm = VitronLLM.from_pretrained(llm_config)
+    report = train_signal(folder, recipe.diffusion, llm, llm_config.system_prompt or SYSTEM_PROMPT,
                           seed=recipe.seed, progress=_progress)
     (work_dir / "signal_report.json").write_text(json.dumps(report, indent=1))
     if export:

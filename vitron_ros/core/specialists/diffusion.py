@@ -61,6 +61,11 @@ class DiffusionConfig:
 class GeneratorConfig(DiffusionConfig):
     """Text-to-image and layout-grounded generation."""
 
+    def check(self, where: str) -> None:
+        super().check(where)
+        if self.conditioning == "signal":  # a layout's background pass and its phrases are text
+            raise VitronInputError(f"{where}.conditioning: the generator needs text (both or text), got 'signal'")
+
 
 @dataclass(frozen=True)
 class EditorConfig(DiffusionConfig):
@@ -180,8 +185,8 @@ class HybridConditioning:
     def __call__(self, text: str | None, signal: np.ndarray | None, negative: str = ""):
         import torch
 
-        if self.mode == "text":
-            signal = None
+        if self.mode == "text" or (self.mode == "both" and self.conditioner is None and text):
+            signal = None  # ("both" on a checkpoint without a projector: the text half is all it has)
         elif self.mode == "signal":
             if signal is None:
                 raise VitronInputError("this editor is conditioned by signal embeddings only, and the call has no [SEG]")

@@ -43,6 +43,8 @@ class DiffusionTrainConfig:
     steps: int = 1600  # UNet + text encoder updates
     batch: int = 16
     lr: float = 1.0e-3
+    refine_steps: int = 0  # a second, lower-rate cosine cycle on the same data (0: none)
+    refine_lr: float = 3.0e-4
     warmup_steps: int = 50
     uncond_share: float = 0.1  # examples with empty text, so classifier-free guidance has an unconditional model
     inside_weight: float = 4.0  # extra loss weight on the repainted region (outside is composited back anyway)
@@ -208,22 +210,24 @@ class DiffusionTrainer:
         weight = 1.0 + self.config.inside_weight * mask
         return ((prediction - latents).pow(2) * weight).mean()
 
-    def train_unet(self) -> dict:
+    def train_unet(self, phase: str = "unet") -> dict:
+        """`unet`: config.steps updates at config.lr; `refine`: config.refine_steps more at config.refine_lr."""
         import torch
         from tqdm import tqdm
 
         cfg = self.config
+        steps, lr, stream = (cfg.steps, cfg.lr, 101) if phase == "unet" else (cfg.refine_steps, cfg.refine_lr, 103)
         self.vae.requires_grad_(False)
         params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-        rng = np.random.default_rng([self.seed, 101])
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+        rng = np.random.default_rng([self.seed, stream])
         history, started = [], time.perf_counter()
         self.unet.train()
         self.text_encoder.train()
-        bar = tqdm(range(cfg.steps), desc="diffusion: unet", unit="update")
+        bar = tqdm(range(steps), desc=f"diffusion: {phase}", unit="update")
         for step in bar:
             for group in optimizer.param_groups:
-                group["lr"] = _lr(cfg.lr, step, cfg.steps, cfg.warmup_steps)
+                group["lr"] = _lr(lr, step, steps, cfg.warmup_steps)
             examples = [make_example(rng, cfg.tasks, cfg.resolution) for _ in range(cfg.batch)]
             texts = ["" if rng.random() < cfg.uncond_share else e[2] for e in examples]
             loss = self.denoising_loss(examples, self.encode_text(texts))
@@ -236,7 +240,7 @@ class DiffusionTrainer:
                 bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")
         self.unet.eval()
         self.text_encoder.eval()
-        return {"steps": cfg.steps, "seconds": time.perf_counter() - started,
+        return {"steps": steps, "seconds": time.perf_counter() - started,
                 "loss_first": float(np.mean(history[: cfg.log_every])),
                 "loss_last": float(np.mean(history[-cfg.log_every:]))}
 
@@ -251,25 +255,48 @@ class DiffusionTrainer:
         return pipe
 
 
-def train_diffusion(folder: str | os.PathLike, config: DiffusionTrainConfig, seed: int = 0, progress=print) -> dict:
-    """Train the autoencoder, then the UNet and text encoder, and save the pipeline (save_pretrained) to `folder`."""
+PHASES_FILE = "training_phases.json"
+
+
+def train_diffusion(folder: str | os.PathLike, config: DiffusionTrainConfig, seed: int = 0, progress=print,
+                    resume: bool = True) -> dict:
+    """Train the autoencoder, then the UNet and text encoder (then the refining cycle, if any), saving the pipeline
+    (save_pretrained) to `folder` after each phase. With `resume`, phases `folder` records as finished are skipped
+    and training goes on from the weights saved there."""
+    import json
+
     import torch
+    from diffusers import StableDiffusionInpaintPipeline
 
     from ..model.weights import readable_by_all, replacing_folder
 
-    trainer = DiffusionTrainer(config, seed, progress)
-    vae = trainer.train_vae()
-    progress(f"autoencoder: {vae['steps']} updates in {vae['seconds'] / 60:.1f} min, reconstruction L1 "
-             f"{vae['reconstruction_l1']:.4f}")
-    torch.manual_seed(seed + 1)
-    unet = trainer.train_unet()
-    progress(f"unet + text encoder: {unet['steps']} updates in {unet['seconds'] / 60:.1f} min, loss "
-             f"{unet['loss_first']:.4f} -> {unet['loss_last']:.4f}")
     folder = Path(folder)
-    with replacing_folder(folder) as staging:
-        trainer.pipeline().save_pretrained(staging)
-    readable_by_all(folder)
-    return {"autoencoder": vae, "unet": unet}
+    done: dict = {}
+    components = None
+    if resume and (folder / PHASES_FILE).is_file():
+        done = json.loads((folder / PHASES_FILE).read_text())
+        pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+        components = (pipe.tokenizer, pipe.vae, pipe.text_encoder, pipe.unet)
+        progress(f"diffusion: resuming in {folder} after {', '.join(done)}")
+    trainer = DiffusionTrainer(config, seed, progress, components)
+    phases = [("autoencoder", trainer.train_vae), ("unet", trainer.train_unet)]
+    if config.refine_steps:
+        phases.append(("refine", lambda: trainer.train_unet("refine")))
+    for index, (name, run) in enumerate(phases):
+        if name in done:
+            continue
+        if index:
+            torch.manual_seed(seed + index)
+        report = run()
+        done[name] = report
+        extra = f", reconstruction L1 {report['reconstruction_l1']:.4f}" if "reconstruction_l1" in report else ""
+        progress(f"diffusion {name}: {report['steps']} updates in {report['seconds'] / 60:.1f} min, loss "
+                 f"{report['loss_first']:.4f} -> {report['loss_last']:.4f}{extra}")
+        with replacing_folder(folder) as staging:
+            trainer.pipeline().save_pretrained(staging)
+            (staging / PHASES_FILE).write_text(json.dumps(done, indent=1))
+        readable_by_all(folder)
+    return done
 
 
 # -- the signal stage -------------------------------------------------------------------------------------------
