@@ -49,6 +49,7 @@ def test_readme_colcon_build_gives_a_sourceable_workspace_with_the_node_and_inte
     assert (install / "vitron_ros" / "lib" / "vitron_ros" / "vitron_node").is_file()  # `ros2 run vitron_ros vitron_node`
     share = install / "vitron_ros" / "share" / "vitron_ros"
     for path in ("launch/vitron.launch.py", "config/vitron.yaml", "config/vitron.rviz", "package.xml",
-                 "models/shapes/sam.safetensors"):  # fmt: skip
+                 "models/shapes/sam.safetensors", "models/shapes/diffusion/model_index.json",
+                 "models/shapes/diffusion/unet/diffusion_pytorch_model.safetensors"):  # fmt: skip
         assert (share / path).is_file(), path
     assert (install / "vitron_ros_msgs" / "share" / "vitron_ros_msgs" / "action" / "Track.action").is_file()
