@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
 export VITRON_CACHE=${VITRON_CACHE:-$PWD/.venv/vitron_cache}
-.venv/bin/vitron query assets/shapes_scene.png "segment the blue circle right of the green square." \
+.venv/bin/vitron query assets/shapes_scene.png "can you segment the blue circle right of the green square?" \
   --profile shapes --out demo_out "$@"
 .venv/bin/vitron query assets/shapes_scene.png "how many objects are there?" \
   --profile shapes --out demo_out/question "$@"

@@ -14,6 +14,7 @@ from vitron_ros.core.shapes.instructions import (
     normalise_answer,
 )
 from vitron_ros.core.shapes.world import COLOURS, MIN_VISIBLE, generate_clip, generate_scene
+from vitron_ros.core.specialists import SPECIALISTS
 
 
 def test_same_seed_same_scene_and_different_seeds_differ():
@@ -94,7 +95,7 @@ def test_referring_phrases_single_out_their_object(seed):
 
 
 def test_training_replies_parse_into_the_intended_invocations():
-    modules = {"segmenter": frozenset({"segmentation", "everything"})}
+    modules = {name: frozenset(entry.tasks) for name, entry in SPECIALISTS.items()}  # edits and layouts too
     rng = np.random.default_rng(0)
     seen = set()
     for seed in range(60):
