@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..masks import iou, mask_to_box
 from .instructions import format_box
 from .world import COLOURS, SHAPES, Scene, ShapeSpec, compose, draw_shape, render_background
 
@@ -153,15 +154,10 @@ def _new_spec(rng: np.random.Generator, occupied: np.ndarray, size: int) -> Shap
         spec = ShapeSpec(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), float(rng.uniform(margin, 1 - margin)),
                          float(rng.uniform(margin, 1 - margin)), extent)
         mask = draw_shape(spec, size)
-        x1, y1, x2, y2 = _box(mask)
+        x1, y1, x2, y2 = mask_to_box(mask)
         if not occupied[int(y1):int(y2), int(x1):int(x2)].any():
             return spec
     return None
-
-
-def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
-    ys, xs = np.nonzero(mask)
-    return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
 
 
 def _add_case(scene: Scene, specs: list[ShapeSpec], rng: np.random.Generator) -> EditCase | None:
@@ -172,7 +168,7 @@ def _add_case(scene: Scene, specs: list[ShapeSpec], rng: np.random.Generator) ->
     if spec is None:
         return None
     mask = draw_shape(spec, scene.size)
-    box = _box(mask)
+    box = mask_to_box(mask)
     region = np.zeros_like(mask)
     region[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = True
     truth = np.where(region[..., None], render(scene, [*specs, spec]), scene.image).astype(np.uint8)
@@ -194,7 +190,7 @@ def layout_case(seed: int, size: int = 64, objects: int | None = None) -> EditCa
         if spec is None:
             break
         mask = draw_shape(spec, size)
-        box = _box(mask)
+        box = mask_to_box(mask)
         occupied[int(box[1]):int(box[3]), int(box[0]):int(box[2])] = True
         specs.append(spec)
         expect.append(Expected(spec.colour, spec.shape, mask=mask, box_xyxy=box))
@@ -213,11 +209,6 @@ def colour_mask(image: np.ndarray, colour: str, tolerance: float = COLOUR_TOLERA
     return distance < tolerance
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = (a | b).sum()
-    return float((a & b).sum() / union) if union else 0.0
-
-
 def box_iou(a, b) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -231,7 +222,7 @@ def read_shape(mask: np.ndarray) -> str | None:
     if mask.sum() < 4:
         return None
     size = mask.shape[0]
-    x1, y1, x2, y2 = _box(mask)
+    x1, y1, x2, y2 = mask_to_box(mask)
     extent = (x2 - x1 - 1) / size  # OpenCV fills both end pixels: a shape of extent e spans e + 1 pixels
     cx, cy = (x1 + x2 - 1) / 2 / size, (y1 + y2 - 1) / 2 / size
     candidates = {
@@ -252,7 +243,7 @@ def _largest_component(mask: np.ndarray, box=None) -> np.ndarray:
     if box is None:
         sizes = np.bincount(labels.ravel())[1:]
         return labels == 1 + int(np.argmax(sizes))
-    best = max(range(1, count), key=lambda label: box_iou(_box(labels == label), box))
+    best = max(range(1, count), key=lambda label: box_iou(mask_to_box(labels == label), box))
     return labels == best
 
 
@@ -271,7 +262,7 @@ def read_expected(image: np.ndarray, expected: Expected) -> bool:
     found = colour_mask(image, expected.colour)
     if expected.box_xyxy is not None:  # add / layout: a blob of that colour whose box matches the requested one
         blob = _largest_component(found, expected.box_xyxy)
-        if not blob.any() or box_iou(_box(blob), expected.box_xyxy) < 0.5:
+        if not blob.any() or box_iou(mask_to_box(blob), expected.box_xyxy) < 0.5:
             return False
         return expected.shape is None or read_shape(blob) == expected.shape
     if expected.shape is None:  # recolour / move: the true pixels now in that colour
@@ -279,7 +270,7 @@ def read_expected(image: np.ndarray, expected: Expected) -> bool:
     # replace: the blob of that colour in the region that overlaps the truth most, uncut, so its own shape is read
     search = found & expected.within if expected.within is not None else found
     blob = _overlapping_component(search, expected.mask)
-    return iou(blob, expected.mask) >= 0.5 and read_shape(blob) == expected.shape
+    return bool(blob.any()) and iou(blob, expected.mask) >= 0.5 and read_shape(blob) == expected.shape
 
 
 def read_edit(case: EditCase, image: np.ndarray) -> dict:

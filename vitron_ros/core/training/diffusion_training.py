@@ -139,6 +139,41 @@ def _lr(base: float, step: int, steps: int, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
 
 
+def _fit(params: list, batch_loss, steps: int, lr: float, config: DiffusionTrainConfig, desc: str,
+         weight_decay: float = 0.01, clip: bool = False) -> dict:
+    """AdamW on `params` for `steps` updates of `batch_loss(step)` (warm-up, then cosine), with a progress bar;
+    returns the phase's report (updates, seconds, mean loss over its first and last `log_every` updates)."""
+    import torch
+    from tqdm import tqdm
+
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    history, started = [], time.perf_counter()
+    bar = tqdm(range(steps), desc=desc, unit="update")
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr(lr, step, steps, config.warmup_steps)
+        loss = batch_loss(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        history.append(loss.item())
+        if (step + 1) % config.log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(history[-config.log_every:]):.4f}")
+    return {"steps": steps, "seconds": time.perf_counter() - started,
+            "loss_first": float(np.mean(history[: config.log_every])),
+            "loss_last": float(np.mean(history[-config.log_every:]))}
+
+
+def load_components(folder: str | os.PathLike):
+    """(tokenizer, vae, text_encoder, unet) of a diffusers inpainting folder, fresh (not the inference cache)."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
+    return pipe.tokenizer, pipe.vae, pipe.text_encoder, pipe.unet
+
+
 class DiffusionTrainer:
     def __init__(self, config: DiffusionTrainConfig, seed: int = 0, progress=print, components=None):
         """`components`: (tokenizer, vae, text_encoder, unet) of a trained pipeline; None builds random ones."""
@@ -149,34 +184,26 @@ class DiffusionTrainer:
     # -- stage 1: the autoencoder ---------------------------------------------------------------------------
     def train_vae(self) -> dict:
         import torch
-        from tqdm import tqdm
 
         cfg, vae = self.config, self.vae
-        optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
         rng = np.random.default_rng([self.seed, 100])
-        history, started = [], time.perf_counter()
-        vae.train()
-        for step in tqdm(range(cfg.vae_steps), desc="diffusion: autoencoder", unit="update"):
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(cfg.vae_lr, step, cfg.vae_steps, cfg.warmup_steps)
-            images = [make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(cfg.batch)]
-            x = _to_tensor(images)
+
+        def batch_loss(step):
+            x = _to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(cfg.batch)])
             posterior = vae.encode(x).latent_dist
             y = vae.decode(posterior.sample()).sample
-            loss = (y - x).abs().mean() + (y - x).pow(2).mean() + 1e-6 * posterior.kl().mean()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            history.append(loss.item())
+            return (y - x).abs().mean() + (y - x).pow(2).mean() + 1e-6 * posterior.kl().mean()
+
+        vae.train()
+        report = _fit(list(vae.parameters()), batch_loss, cfg.vae_steps, cfg.vae_lr, cfg, "diffusion: autoencoder",
+                      weight_decay=0.0)
         vae.eval()
         with torch.no_grad():  # latents scaled to unit variance, as SD's scaling_factor does
             x = _to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(64)])
             latents = vae.encode(x).latent_dist.sample()
             vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
-            error = (vae.decode(latents).sample - x).abs().mean().item() / 2  # 0-1 pixel scale
-        return {"steps": cfg.vae_steps, "seconds": time.perf_counter() - started,
-                "loss_first": float(np.mean(history[:20])), "loss_last": float(np.mean(history[-20:])),
-                "reconstruction_l1": error}
+            report["reconstruction_l1"] = (vae.decode(latents).sample - x).abs().mean().item() / 2  # 0-1 pixels
+        return report
 
     # -- stage 2: UNet + text encoder -------------------------------------------------------------------------
     def encode_text(self, texts: list[str]):
@@ -212,37 +239,23 @@ class DiffusionTrainer:
 
     def train_unet(self, phase: str = "unet") -> dict:
         """`unet`: config.steps updates at config.lr; `refine`: config.refine_steps more at config.refine_lr."""
-        import torch
-        from tqdm import tqdm
-
         cfg = self.config
         steps, lr, stream = (cfg.steps, cfg.lr, 101) if phase == "unet" else (cfg.refine_steps, cfg.refine_lr, 103)
         self.vae.requires_grad_(False)
-        params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
         rng = np.random.default_rng([self.seed, stream])
-        history, started = [], time.perf_counter()
-        self.unet.train()
-        self.text_encoder.train()
-        bar = tqdm(range(steps), desc=f"diffusion: {phase}", unit="update")
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(lr, step, steps, cfg.warmup_steps)
+
+        def batch_loss(step):
             examples = [make_example(rng, cfg.tasks, cfg.resolution) for _ in range(cfg.batch)]
             texts = ["" if rng.random() < cfg.uncond_share else e[2] for e in examples]
-            loss = self.denoising_loss(examples, self.encode_text(texts))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            history.append(loss.item())
-            if (step + 1) % cfg.log_every == 0:
-                bar.set_postfix(loss=f"{np.mean(history[-cfg.log_every:]):.4f}")
+            return self.denoising_loss(examples, self.encode_text(texts))
+
+        self.unet.train()
+        self.text_encoder.train()
+        params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
+        report = _fit(params, batch_loss, steps, lr, cfg, f"diffusion: {phase}", clip=True)
         self.unet.eval()
         self.text_encoder.eval()
-        return {"steps": steps, "seconds": time.perf_counter() - started,
-                "loss_first": float(np.mean(history[: cfg.log_every])),
-                "loss_last": float(np.mean(history[-cfg.log_every:]))}
+        return report
 
     def pipeline(self):
         from diffusers import StableDiffusionInpaintPipeline
@@ -266,7 +279,6 @@ def train_diffusion(folder: str | os.PathLike, config: DiffusionTrainConfig, see
     import json
 
     import torch
-    from diffusers import StableDiffusionInpaintPipeline
 
     from ..model.weights import readable_by_all, replacing_folder
 
@@ -275,8 +287,7 @@ def train_diffusion(folder: str | os.PathLike, config: DiffusionTrainConfig, see
     components = None
     if resume and (folder / PHASES_FILE).is_file():
         done = json.loads((folder / PHASES_FILE).read_text())
-        pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
-        components = (pipe.tokenizer, pipe.vae, pipe.text_encoder, pipe.unet)
+        components = load_components(folder)
         progress(f"diffusion: resuming in {folder} after {', '.join(done)}")
     trainer = DiffusionTrainer(config, seed, progress, components)
     phases = [("autoencoder", trainer.train_vae), ("unet", trainer.train_unet)]
@@ -305,7 +316,7 @@ SIGNAL_TASKS = ("remove", "recolour", "replace", "move")  # edits whose invocati
 
 
 def signal_examples(llm, system: str, count: int, config: DiffusionTrainConfig, rng: np.random.Generator,
-                    seed_base: int = 0, progress=None):
+                    progress=None):
     """`count` (start, fill, text, truth, hidden) examples: the LLM's hidden state at the [SEG] of the invocation it
     is taught to write for the edit, computed exactly as at inference (same prompt, teacher-forced reply)."""
     from tqdm import tqdm
@@ -316,7 +327,7 @@ def signal_examples(llm, system: str, count: int, config: DiffusionTrainConfig, 
     examples = []
     with tqdm(total=count, desc="signal: LLM [SEG] states", unit="example", disable=progress is None) as bar:
         while len(examples) < count:
-            scene = generate_scene(seed_base + int(rng.integers(TRAIN_SEED_LIMIT)), size=config.resolution)
+            scene = generate_scene(int(rng.integers(TRAIN_SEED_LIMIT)), size=config.resolution)
             case = edit_case(scene, SIGNAL_TASKS[int(rng.integers(len(SIGNAL_TASKS)))], rng)
             if case is None:
                 continue
@@ -335,45 +346,33 @@ def train_signal(folder: str | os.PathLike, config: DiffusionTrainConfig, llm, s
     LLM's [SEG] states, half the examples conditioned by the signal alone, half by text and signal; saves it as
     `signal_projector.safetensors` in `folder`."""
     import torch
-    from diffusers import StableDiffusionInpaintPipeline
-    from tqdm import tqdm
 
     from ..specialists.diffusion import PROJECTOR_FILE, build_signal_conditioner, save_signal_conditioner
 
     folder = Path(folder)
-    pipe = StableDiffusionInpaintPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False)
-    trainer = DiffusionTrainer(config, seed, progress, (pipe.tokenizer, pipe.vae, pipe.text_encoder, pipe.unet))
-    for module in (pipe.vae, pipe.text_encoder, pipe.unet):
+    trainer = DiffusionTrainer(config, seed, progress, load_components(folder))
+    for module in (trainer.vae, trainer.text_encoder, trainer.unet):
         module.requires_grad_(False).eval()
     rng = np.random.default_rng([seed, 102])
     started = time.perf_counter()
     pool = signal_examples(llm, system, config.signal_steps * config.batch // 4, config, rng, progress=progress)
     torch.manual_seed(seed + 2)
-    conditioner = build_signal_conditioner(llm.hidden_size, pipe.text_encoder.config.hidden_size, config.signal_tokens)
-    optimizer = torch.optim.AdamW(conditioner.parameters(), lr=config.signal_lr, weight_decay=0.01)
-    history = []
-    bar = tqdm(range(config.signal_steps), desc="signal: projector", unit="update")
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = _lr(config.signal_lr, step, config.signal_steps, config.warmup_steps)
+    conditioner = build_signal_conditioner(llm.hidden_size, trainer.text_encoder.config.hidden_size,
+                                           config.signal_tokens)
+
+    def batch_loss(step):
         batch = [pool[int(i)] for i in rng.integers(len(pool), size=config.batch)]
         tokens = conditioner(torch.as_tensor(np.stack([e[4] for e in batch])))
         # signal only: the [SEG] tokens beside the empty text's (what HybridConditioning sends in "signal" mode)
         signal_only = rng.random() < config.signal_only_share
         with torch.no_grad():
             text = trainer.encode_text(["" if signal_only else e[2] for e in batch])
-        conditioning = torch.cat([text, tokens], dim=1)
-        loss = trainer.denoising_loss(batch, conditioning)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.append(loss.item())
-        if (step + 1) % config.log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(history[-config.log_every:]):.4f}")
+        return trainer.denoising_loss(batch, torch.cat([text, tokens], dim=1))
+
+    report = _fit(list(conditioner.parameters()), batch_loss, config.signal_steps, config.signal_lr, config,
+                  "signal: projector")
     save_signal_conditioner(conditioner.eval(), folder / PROJECTOR_FILE)
-    report = {"steps": config.signal_steps, "examples": len(pool), "seconds": time.perf_counter() - started,
-              "loss_first": float(np.mean(history[: config.log_every])),
-              "loss_last": float(np.mean(history[-config.log_every:]))}
+    report.update(examples=len(pool), seconds=time.perf_counter() - started)  # the LLM states' time included
     progress(f"signal projector: {report['steps']} updates on {report['examples']} LLM states in "
              f"{report['seconds'] / 60:.1f} min, loss {report['loss_first']:.4f} -> {report['loss_last']:.4f}")
     return report
