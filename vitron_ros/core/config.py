@@ -58,6 +58,7 @@ class LlmConfig:
     dtype: str = "float16"  # used on CUDA; CPU always runs float32 (half precision is slow or unsupported there)
     revision: str | None = None  # hub revision to pin, when `model` is a hub id
     system_prompt: str | None = None  # the system turn the checkpoint was tuned with (None: LLaVA-style default)
+    backend: str = "transformers"  # how the LM runs (core/model/language_model.LLM_BACKENDS)
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class SegmenterConfig:
     # image scaled to at most everything_max_side (SAM's encoder sees 1024 px anyway) and masks are scaled back.
     everything_max_side: int = 1024
     points_per_batch: int = 16
+    dtype: str = "float16"  # used on CUDA; CPU always runs float32
 
     paths: ClassVar[tuple[str, ...]] = ("checkpoint",)  # fields where ${cache} / ${share} expand
 
@@ -106,6 +108,47 @@ class TrackerConfig:
             raise VitronInputError(f"{where}: memory_window and max_conditioning_frames must be at least 1")
 
 
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("auto", "float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How the heavy networks run (see core/backends): backend, precision, engine cache, memory budget."""
+
+    backend: str = "torch"  # torch | onnxruntime | tensorrt, for the encoders (SAM, SAM 2, CLIP vision, UNet)
+    fallback: tuple[str, ...] = ("onnxruntime", "torch")  # tried in order when `backend` cannot run here
+    compile: bool = False  # torch backend: torch.compile each encoder (slow first call, faster after)
+    # "auto": each section's own dtype on CUDA; float16 | bfloat16 | float32: every model and specialist on CUDA.
+    # CPU always runs float32 (half precision is slow or unsupported there).
+    precision: str = "auto"
+    engine_cache: str = "${cache}/engines"  # exported ONNX files and TensorRT engines, keyed by what built them
+    tensorrt_workspace_mb: int = 4096  # TensorRT builder scratch memory
+    memory_budget_mb: int = 0  # specialists' weights kept loaded at once; least recently used unloaded; 0: no limit
+    preload: bool = True  # load every specialist at start (as many as the budget holds); else each on first use
+
+    paths: ClassVar[tuple[str, ...]] = ("engine_cache",)
+
+    def check(self, where: str) -> None:
+        for name in (self.backend, *self.fallback):
+            if name not in BACKEND_NAMES:
+                raise VitronInputError(f"{where}: backend {name!r}: expected one of {BACKEND_NAMES}")
+        if self.precision not in PRECISIONS:
+            raise VitronInputError(f"{where}.precision: expected one of {PRECISIONS}, got {self.precision!r}")
+        if self.memory_budget_mb < 0:
+            raise VitronInputError(f"{where}.memory_budget_mb: must be >= 0, got {self.memory_budget_mb}")
+
+    def order(self) -> list[str]:
+        """Backends to try, first choice first, each once."""
+        return list(dict.fromkeys((self.backend, *self.fallback)))
+
+    def dtype_for(self, section_dtype: str, device: str) -> str:
+        """The dtype a model runs in: float32 on CPU; on CUDA the runtime's precision, or the section's under auto."""
+        if not device.startswith("cuda"):
+            return "float32"
+        return section_dtype if self.precision == "auto" else self.precision
+
+
 @dataclass(frozen=True)
 class ProfileConfig:
     name: str
@@ -116,6 +159,7 @@ class ProfileConfig:
     description: str = ""
     build_if_missing: bool = False  # build random tiny weights on first use (tiny profile only)
     tiny: TinyBuildConfig = field(default_factory=TinyBuildConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def section(self, name: str) -> Any | None:
         """The config of specialist `name`, or None when this profile does not configure it."""
@@ -165,7 +209,7 @@ def share_dir() -> Path:
     return Path(sys.prefix) / "share" / "vitron_ros"
 
 
-def _expand(path: str) -> str:
+def resolve_path(path: str) -> str:
     path = path.replace("${cache}", str(cache_dir())).replace("${share}", str(share_dir()))
     return os.path.expanduser(path)
 
@@ -174,7 +218,7 @@ def build_section(cls: type, values: Any, where: str) -> Any:
     """A specialist's config section: keys checked, `cls.paths` expanded, then `cls.check(where)` if it has one."""
     section = build_checked(cls, values, where)
     expanded = {
-        name: _expand(value) for name in getattr(cls, "paths", ()) if isinstance(value := getattr(section, name), str)
+        name: resolve_path(value) for name in getattr(cls, "paths", ()) if isinstance(value := getattr(section, name), str)
     }
     section = dataclasses.replace(section, **expanded)
     if hasattr(section, "check"):
@@ -191,7 +235,11 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
     raw = dict(raw)
     llm = build_checked(LlmConfig, raw.pop("llm", None), f"{where}.llm")
     tiny = build_checked(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
-    llm = dataclasses.replace(llm, model=_expand(llm.model))
+    runtime_raw = dict(raw.pop("runtime", None) or {})
+    if "fallback" in runtime_raw:
+        runtime_raw["fallback"] = tuple(runtime_raw["fallback"] or ())
+    runtime = build_section(RuntimeConfig, runtime_raw, f"{where}.runtime")
+    llm = dataclasses.replace(llm, model=resolve_path(llm.model))
     if llm.box_format not in BOX_FORMATS:
         raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
     specialists = {}
@@ -203,7 +251,7 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
             specialists[key] = build_section(entry.config, section, f"{where}.{key}")
     if "specialists" in raw:
         raise VitronInputError(f"{where}: specialists are top-level sections named {sorted(SPECIALISTS)}")
-    return build_checked(ProfileConfig, {"name": name, "llm": llm, "tiny": tiny, "specialists": specialists, **raw}, where)
+    return build_checked(ProfileConfig, {"name": name, "llm": llm, "tiny": tiny, "runtime": runtime, "specialists": specialists, **raw}, where)
 
 
 def read_yaml(path: Path, what: str) -> Any:

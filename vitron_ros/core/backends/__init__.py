@@ -1,0 +1,146 @@
+"""Encoder backends: the one place that knows how a heavy network is run.
+
+A heavy network (SAM's image encoder, SAM 2's, the CLIP vision tower, the diffusion UNet) is handed over as an
+`Exportable`: a trace-friendly wrapper with example inputs (core/model/exports.py). `load_encoder` runs it on the
+profile's backend: eager PyTorch (or `torch.compile`), ONNX Runtime on an exported file, or a TensorRT engine built
+from that file and cached. A backend that cannot run here says why, and the next one in `runtime.fallback` is
+tried; the `Encoder` it returns carries that story (`describe()`), which the node shows in diagnostics.
+
+    encoder = load_encoder(sam_image_encoder_export(sam), runtime, device="cuda", dtype="float16")
+    (embedding,) = encoder(preprocessed)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import CheckpointLoadError
+from .exportable import Exportable, RuntimeConfig, dtype_bytes, resolve_dtype
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend cannot run on this machine (not installed, no GPU, no matching execution provider)."""
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    # (device) -> None when the backend can run there, else the reason it cannot (shown to the user)
+    unavailable: Callable[[str], str | None]
+    # (exportable, runtime, device, dtype, progress) -> a runner: (*torch tensors) -> tuple of torch tensors
+    build: Callable[..., Callable]
+    exports: bool  # works from an exported ONNX file
+
+
+def _torch_unavailable(device: str) -> str | None:
+    return None
+
+
+def _build_torch(exportable, runtime, device, dtype, progress):
+    from .torch_backend import TorchRunner
+
+    return TorchRunner(exportable, device, dtype, compile=runtime.compile)
+
+
+def _ort_unavailable(device: str) -> str | None:
+    from .onnxruntime_backend import unavailable
+
+    return unavailable(device)
+
+
+def _build_ort(exportable, runtime, device, dtype, progress):
+    from .onnxruntime_backend import OrtRunner
+
+    return OrtRunner.create(exportable, runtime, device, dtype, progress)
+
+
+def _trt_unavailable(device: str) -> str | None:
+    from .tensorrt_backend import unavailable
+
+    return unavailable(device)
+
+
+def _build_trt(exportable, runtime, device, dtype, progress):
+    from .tensorrt_backend import TensorRTRunner
+
+    return TensorRTRunner.create(exportable, runtime, device, dtype, progress)
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "torch": BackendEntry("torch", _torch_unavailable, _build_torch, exports=False),
+    "onnxruntime": BackendEntry("onnxruntime", _ort_unavailable, _build_ort, exports=True),
+    "tensorrt": BackendEntry("tensorrt", _trt_unavailable, _build_trt, exports=True),
+}
+
+
+@dataclass
+class Encoder:
+    """A heavy network on its chosen backend: `encoder(*inputs) -> tuple of outputs` (torch tensors on `device`).
+
+    Inputs are cast to the encoder's dtype; outputs come back in it."""
+
+    name: str
+    backend: str
+    dtype: str
+    device: str
+    runner: Callable
+    skipped: list[str] = field(default_factory=list)  # "tensorrt: not installed" for each backend passed over
+    load_seconds: float = 0.0
+
+    def __call__(self, *inputs):
+        return self.runner(*inputs)
+
+    def describe(self) -> str:
+        """'onnxruntime float32 (tensorrt: not installed)' - what runs, and what was passed over and why."""
+        passed = f" (passed over: {'; '.join(self.skipped)})" if self.skipped else ""
+        return f"{self.backend} {self.dtype}{passed}"
+
+
+def load_encoder(
+    exportable: Exportable, runtime: RuntimeConfig, device: str, dtype: str = "float32", progress=print
+) -> Encoder:
+    """`exportable` on the first backend of `runtime.order()` that runs here; each one passed over is reported."""
+    skipped: list[str] = []
+    for name in runtime.order():
+        entry = BACKENDS[name]
+        reason = entry.unavailable(device)
+        if reason is None:
+            start = time.perf_counter()
+            try:
+                runner = entry.build(exportable, runtime, device, dtype, progress)
+            except BackendUnavailable as exc:
+                reason = str(exc)
+            else:
+                encoder = Encoder(exportable.name, name, dtype, device, runner, skipped, time.perf_counter() - start)
+                if skipped:
+                    progress(f"{exportable.name}: running on {encoder.describe()}")
+                return encoder
+        skipped.append(f"{name}: {reason}")
+        progress(f"{exportable.name}: backend {name} unavailable ({reason}); falling back")
+    raise CheckpointLoadError(f"{exportable.name}: no backend can run it here: {'; '.join(skipped)}")
+
+
+__all__ = [
+    "BACKENDS", "BackendEntry", "BackendUnavailable", "Encoder", "Exportable", "RuntimeConfig", "dtype_bytes",
+    "load_encoder", "resolve_dtype",
+]
+
+
+def parity(exportable: Exportable, runtime: RuntimeConfig, backend: str = "onnxruntime", device: str = "cpu",
+           progress=print) -> list[float]:
+    """Max abs difference of each output between eager PyTorch (float32) and `backend`, on the example inputs."""
+    import torch
+
+    reference_module = exportable.module.to(device=device, dtype=torch.float32)
+    with torch.inference_mode():
+        reference = reference_module(*[t.to(device) for t in exportable.example])
+    reference = reference if isinstance(reference, (tuple, list)) else (reference,)
+    entry = BACKENDS[backend]
+    reason = entry.unavailable(device)
+    if reason:
+        raise BackendUnavailable(f"{backend}: {reason}")
+    runner = entry.build(exportable, runtime, device, "float32", progress)
+    outputs = runner(*exportable.example)
+    return [float((o.float().cpu() - r.float().cpu()).abs().max()) for o, r in zip(outputs, reference, strict=True)]
