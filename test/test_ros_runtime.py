@@ -13,7 +13,7 @@ from vitron_ros.ros.diagnostics import (
     WARN,
     LatencyWindow,
     diagnostics_msg,
-    model_memory_bytes,
+    runtime_status,
 )
 from vitron_ros.ros.frame_buffer import CameraFrames
 from vitron_ros.ros.image_conversions import numpy_to_image, rgb_to_compressed
@@ -104,18 +104,22 @@ def test_diagnostics_report_latency_rates_errors_and_memory(factory, tiny_pipeli
         latency.add({"total": total, "llm_generate": total / 2})
     summary = latency.summary()
     assert summary["total"][0] == pytest.approx(20.0)
-    memory = model_memory_bytes(tiny_pipeline)
+    runtime = runtime_status(tiny_pipeline)
+    memory = tiny_pipeline.memory_bytes()
     params = sum(p.numel() * p.element_size() for p in tiny_pipeline.llm.model.parameters())
     tracker = tiny_pipeline.specialists["tracker"].model
     tracker_bytes = sum(p.numel() * p.element_size() for p in tracker.parameters())
     assert memory > params + tracker_bytes and tracker_bytes > 0  # the SAM 2 tracker is counted too
+    assert float(runtime["model_memory_mb"]) == pytest.approx(memory / 2**20, abs=0.1)
+    assert runtime["segmenter.sam_image_encoder_backend"].startswith("torch")
+    assert runtime["llm.clip_vision_backend"].startswith("torch") and runtime["activity"] == "idle"
     frames = CameraFrames("front")
     bad = _frame(factory, 1)
     bad.encoding = "bayer_rggb8"
     frames.add_image(bad)
     msg = diagnostics_msg(
         factory, header(factory, 9), "vitron", {"front": frames.stats(), "rear": CameraFrames("rear").stats()},
-        summary, memory, True, {"front": 3},
+        summary, runtime, True, {"front": 3},
     )  # fmt: skip
     store = typestore()
     msg = store.deserialize_cdr(store.serialize_cdr(msg, "diagnostic_msgs/msg/DiagnosticArray"), "diagnostic_msgs/msg/DiagnosticArray")
@@ -173,7 +177,7 @@ def test_camera_info_that_does_not_match_the_images_is_a_warning(factory):
     frames = CameraFrames("front")
     frames.add_image(_frame(factory, 1))
     msg = diagnostics_msg(
-        factory, header(factory, 1), "vitron", {"front": frames.stats()}, {}, 0, False, {},
+        factory, header(factory, 1), "vitron", {"front": frames.stats()}, {}, {}, False, {},
         {"front": camera_info_summary(info, (4, 6))},
     )  # fmt: skip
     models, front = msg.status

@@ -126,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--profiles-file", default=None)
     listing = model_commands.add_parser("list", help="list profiles and whether their checkpoints are here")
     listing.add_argument("--profiles-file", default=None)
+
+    engines = commands.add_parser("engines", help="export and build a profile's encoder engines ahead of time")
+    engine_commands = engines.add_subparsers(dest="engines_command", required=True, parser_class=_OneLineParser)
+    build = engine_commands.add_parser("build", help="export, build into the engine cache, check against PyTorch")
+    build.add_argument("--profile", default="default")
+    build.add_argument("--profiles-file", default=None)
+    build.add_argument("--backend", default="tensorrt", choices=("onnxruntime", "tensorrt"),
+                       help="falls back along the profile's runtime.fallback where it cannot run, and says so")
+    build.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]: engines are built for this GPU")
+    build.add_argument("--precision", default=None, choices=("float16", "bfloat16", "float32"),
+                       help="on CUDA; default: the profile's")
     return parser
 
 
@@ -375,6 +386,22 @@ def _models(args) -> int:
     return 0
 
 
+def _engines(args) -> int:
+    import dataclasses
+
+    from .core.config import load_profile
+    from .core.engines import build_engines
+    from .core.pipeline import check_device
+
+    profile = load_profile(args.profile, args.profiles_file)
+    if args.precision:
+        profile = dataclasses.replace(profile, runtime=dataclasses.replace(profile.runtime, precision=args.precision))
+    reports = build_engines(profile, args.backend, check_device(args.device), progress=_progress)
+    for report in reports:
+        print(report.line())
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _train(args) -> int:
     from .core.config import load_profile
     from .core.training.recipe import STAGE_NAMES, load_recipe
@@ -517,7 +544,8 @@ def _eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "models": _models, "train": _train,
+        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "models": _models, "engines": _engines,
+                    "train": _train,
                     "eval": _eval}
         return commands[args.command](args)
     except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:

@@ -19,6 +19,7 @@ from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import box_to_mask, mask_to_box
+from .model.language_model import LanguageModel
 from .model.vitron_llm import PromptInputs
 from .results import (
     OUTPUT_KINDS,
@@ -31,6 +32,7 @@ from .results import (
     VitronResult,
 )
 from .sketch import Sketch
+from .specialist_pool import SpecialistPool, SpecialistUnavailable, tensor_bytes
 from .specialists import SPECIALISTS, Frame, Specialist, SpecialistCall, grounding_specialist, module_descriptions
 from .timing import StageTimer
 from .video import ClipSampling, check_clip
@@ -65,59 +67,111 @@ class _Query:
 
 
 class VitronPipeline:
-    """The LLM and the loaded specialists (registry name -> specialist; see `specialists.SPECIALISTS`)."""
+    """The LLM and the specialists (registry name -> specialist; see `specialists.SPECIALISTS`), which a
+    `SpecialistPool` loads on first use within the profile's memory budget."""
 
-    def __init__(self, llm, specialists: dict[str, Specialist], profile_name: str = ""):
+    def __init__(self, llm: LanguageModel, specialists: SpecialistPool | dict[str, Specialist], profile_name: str = ""):
         self.llm = llm
-        self.specialists = dict(specialists)
+        if not isinstance(specialists, SpecialistPool):
+            specialists = SpecialistPool(loaded=dict(specialists), progress=lambda message: None)
+        self.specialists = specialists
         self.profile_name = profile_name
-        unknown = sorted(set(self.specialists) - set(SPECIALISTS))
+        unknown = sorted(set(self.specialists.names) - set(SPECIALISTS))
         if unknown:
             raise ValueError(f"specialists {unknown} have no registry entry; registered: {sorted(SPECIALISTS)}")
-        self.modules = {name: frozenset(s.tasks) for name, s in self.specialists.items()}
         # The LLM, the grounder and the tracker serve one query at a time; a long-running specialist has its own
         # lock and runs after the model lock is released.
         self.model_lock = threading.RLock()
         self.specialist_locks = {
-            name: threading.Lock() for name in self.specialists if SPECIALISTS[name].long_running
+            name: threading.Lock() for name in self.specialists.names if SPECIALISTS[name].long_running
         }
         # sketches, grounded phrases and bare [SEG] go through the one entry that grounds masks
-        self.grounder = grounding_specialist(self.specialists)
-        grounder = self.specialists[self.grounder]
-        if llm.heads is not None and llm.heads.config.prompt_dim != grounder.prompt_dim:
+        self.grounder = grounding_specialist(self.specialists.names)
+        for name in self.specialists.names:
+            if (loaded := self.specialists.peek(name)) is not None:
+                self._check_specialist(name, loaded)
+        self.specialists.check = self._check_specialist  # and every specialist loaded later
+
+    def _check_specialist(self, name: str, specialist: Specialist) -> None:
+        """The LLM's signal widths must match what the specialist reads; else the checkpoints do not belong together."""
+        llm = self.llm
+        if name == self.grounder and llm.prompt_dim is not None and llm.prompt_dim != specialist.prompt_dim:
             raise CheckpointLoadError(
-                f"signal projector outputs width {llm.heads.config.prompt_dim} but the {self.grounder}'s prompt "
-                f"tokens are {grounder.prompt_dim} wide: heads and {self.grounder} checkpoints do not belong together"
+                f"signal projector outputs width {llm.prompt_dim} but the {name}'s prompt "
+                f"tokens are {specialist.prompt_dim} wide: heads and {name} checkpoints do not belong together"
             )
-        for name, specialist in self.specialists.items():
-            width = getattr(specialist, "signal_dim", None)
-            if width is not None and width != llm.hidden_size:
-                raise CheckpointLoadError(
-                    f"the {name}'s signal projector reads {width}-wide [SEG] states but the LLM's are "
-                    f"{llm.hidden_size}: the {name} and LLM checkpoints do not belong together"
-                )
+        width = getattr(specialist, "signal_dim", None)
+        if width is not None and width != llm.hidden_size:
+            raise CheckpointLoadError(
+                f"the {name}'s signal projector reads {width}-wide [SEG] states but the LLM's are "
+                f"{llm.hidden_size}: the {name} and LLM checkpoints do not belong together"
+            )
+
+    @property
+    def modules(self) -> dict[str, frozenset[str]]:
+        """Module name -> tasks, for the parser: the loaded specialist's own, else its registry entry's."""
+        return {
+            name: frozenset(loaded.tasks if (loaded := self.specialists.peek(name)) is not None else SPECIALISTS[name].tasks)
+            for name in self.specialists.names
+        }
+
+    @property
+    def device(self) -> str:
+        return str(self.llm.device)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the loaded models' weights: the LLM's and the loaded specialists', shared tensors once."""
+        return tensor_bytes([*self.llm.modules(), *(m for _, s in self._loaded() for m in s.modules())])
+
+    def _loaded(self):
+        return [(n, s) for n in self.specialists.names if (s := self.specialists.peek(n)) is not None and hasattr(s, "modules")]
+
+    def runtime_status(self) -> dict[str, str]:
+        """What diagnostics show about the runtime: the LLM's encoders' backends, and the pool's status."""
+        values = {f"llm.{key}_backend": enc.describe() for key, enc in self.llm.encoders().items()}
+        values["model_memory_mb"] = f"{self.memory_bytes() / 2**20:.1f}"
+        values.update(self.specialists.status())
+        return values
+
+    def exportables(self) -> dict:
+        """Name -> Exportable of every heavy network loaded (the LLM's and each specialist's), each once."""
+        found = {}
+        for component in [self.llm, *(s for _, s in self.specialists.items())]:
+            for exportable in getattr(component, "exportables", list)():
+                found.setdefault(exportable.name, exportable)
+        return found
+
+    def run_specialist(self, name: str, frame: Frame, calls: Sequence[SpecialistCall]) -> list:
+        """`name`'s outputs for `calls`, loading it first; a specialist that cannot load fails each call with why."""
+        try:
+            specialist = self.specialists.acquire(name)
+        except SpecialistUnavailable as exc:
+            return [exc] * len(calls)
+        return specialist.run(frame, calls)
 
     @classmethod
     def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> VitronPipeline:
-        """Load every model a profile names (building the random tiny ones first when the profile says so)."""
+        """Load the LLM and the specialists a profile names (building the random tiny ones first when the profile
+        says so): every specialist now when `runtime.preload` (as many as the memory budget holds), else each on
+        first use."""
+        from .model.language_model import load_language_model
         from .model.tiny import build_tiny_assets
-        from .model.vitron_llm import VitronLLM
 
         profile = load_profile(profile) if isinstance(profile, str) else profile
         device = check_device(device)
         if profile.build_if_missing:
             build_tiny_assets(profile, progress=progress)
         hint = f"run `vitron models fetch --profile {profile.name}`"
-        specialists = {
-            name: SPECIALISTS[name].build(section, profile, device) for name, section in profile.specialists.items()
-        }
-        llm = VitronLLM.from_pretrained(profile.llm, device=device, fetch_hint=hint)
-        return cls(llm, specialists, profile.name)
+        pool = SpecialistPool(profile, device, progress)
+        if profile.runtime.preload:
+            pool.preload()
+        llm = load_language_model(profile.llm, profile.runtime, device, hint, progress)
+        return cls(llm, pool, profile.name)
 
     def _sync(self):
         import torch
 
-        return torch.cuda.synchronize if str(self.llm.device).startswith("cuda") else None
+        return torch.cuda.synchronize if self.device.startswith("cuda") else None
 
     def check_inputs(self, image: np.ndarray, request: str, sketches: Sequence[Sketch]) -> np.ndarray:
         image = check_image(image)
@@ -204,7 +258,7 @@ class VitronPipeline:
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
         conversation = conversation if conversation is not None else Conversation(
-            system=self.llm.config.system_prompt or system_prompt(module_descriptions(self.specialists)),
+            system=self.llm.config.system_prompt or system_prompt(module_descriptions(self.specialists.names)),
             image_hw=(height, width),
         )
         if conversation.image_hw not in (None, (height, width)):
@@ -264,7 +318,7 @@ class VitronPipeline:
             )
             for s in sketches
         ]
-        outputs = self.specialists[self.grounder].run(query.frame, calls)
+        outputs = self.run_specialist(self.grounder, query.frame, calls)
         regions = []
         for i, (sketch, output) in enumerate(zip(sketches, outputs, strict=True)):
             if isinstance(output, Exception):
@@ -323,8 +377,8 @@ class VitronPipeline:
                 planned.setdefault(invocation.module, []).append((index, invocation, call, source))
         if grounding:
             with timer.stage(f"{self.grounder}_answer"):
-                outputs = self.specialists[self.grounder].run(
-                    query.frame, [self._as_grounding(call) for _, _, call, _ in grounding]
+                outputs = self.run_specialist(
+                    self.grounder, query.frame, [self._as_grounding(call) for _, _, call, _ in grounding]
                 )
             for (index, invocation, call, source), output in zip(grounding, outputs, strict=True):
                 if isinstance(output, Exception):
@@ -351,7 +405,7 @@ class VitronPipeline:
 
     def _serve(self, query: _Query, result: VitronResult, module: str, items) -> None:
         with query.timer.stage(f"{module}_answer"):
-            outputs = self.specialists[module].run(query.frame, [call for _, _, call, _ in items])
+            outputs = self.run_specialist(module, query.frame, [call for _, _, call, _ in items])
         for (index, invocation, _, source), output in zip(items, outputs, strict=True):
             if isinstance(output, Exception):
                 query.errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
@@ -384,7 +438,7 @@ class VitronPipeline:
             pending = [m for m in chosen if not (name in already and result.invocations[m.invocation_index].module == name)]
             calls = [SpecialistCall(task=task, instruction=m.label, mask=m.mask) for m in pending]
             with query.timer.stage(f"{name}_answer"):
-                outputs = self.specialists[name].run(query.frame, calls)
+                outputs = self.run_specialist(name, query.frame, calls)
             for grounded, output in zip(pending, outputs, strict=True):
                 if isinstance(output, Exception):
                     query.errors.append(f"{task} {grounded.label!r}: {output}")

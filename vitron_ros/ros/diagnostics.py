@@ -80,18 +80,9 @@ class NodeHealth:
             return values
 
 
-def model_memory_bytes(pipeline) -> int:
-    """Bytes held by the loaded models' parameters and buffers (on whichever device they live)."""
-    if pipeline is None:
-        return 0
-    modules = [pipeline.llm.model, getattr(pipeline.llm, "heads", None)]
-    # each specialist holds its network as `sam` (segmenter) or `model` (tracker)
-    modules += [getattr(s, "sam", None) or getattr(s, "model", None) for s in pipeline.specialists.values()]
-    total = 0
-    for module in filter(None, modules):
-        total += sum(t.numel() * t.element_size() for t in module.parameters())
-        total += sum(t.numel() * t.element_size() for t in module.buffers())
-    return total
+def runtime_status(pipeline) -> dict[str, str]:
+    """The pipeline's runtime report (memory, loaded specialists, backends, activity); empty when none is loaded."""
+    return {} if pipeline is None else pipeline.runtime_status()
 
 
 def camera_info_summary(info, image_hw: tuple[int, int] | None) -> tuple[int, str]:
@@ -114,7 +105,7 @@ def diagnostics_msg(
     node_name: str,
     cameras: dict[str, CameraStats],
     latency: dict[str, tuple[float, float]],
-    model_bytes: int,
+    runtime: dict[str, str],
     models_loaded: bool,
     refused_queries: dict[str, int],
     camera_infos: dict[str, tuple[int, str]] | None = None,
@@ -122,17 +113,27 @@ def diagnostics_msg(
     loops: dict | None = None,
 ):
     """One DiagnosticStatus for the models, one per camera and, with `health` (NodeHealth.snapshot()), one for the
-    node's contained failures. `camera_infos`: camera -> camera_info_summary()."""
-    model_values = {"loaded": models_loaded, "model_memory_mb": f"{model_bytes / 2**20:.1f}"}
+    node's contained failures. `camera_infos`: camera -> camera_info_summary(); `runtime`: runtime_status()."""
+    model_values = {"loaded": models_loaded, "model_memory_mb": "0.0", **runtime}
+    activity = runtime.get("activity", "idle")
+    load_errors = [v for k, v in runtime.items() if k.endswith("_load_error")]
+    if not models_loaded:
+        level, message = WARN, "models not loaded (node inactive)"
+    elif activity != "idle":  # a load, an ONNX export or a TensorRT engine build under way: minutes, not silence
+        level, message = OK, activity
+    elif load_errors:
+        level, message = WARN, load_errors[-1]
+    else:
+        level, message = OK, "models loaded"
     for stage, (median, p95) in latency.items():
         model_values[f"{stage}_ms_median"] = f"{median:.2f}"
         model_values[f"{stage}_ms_p95"] = f"{p95:.2f}"
     statuses = [
         factory.new(
             "diagnostic_msgs/msg/DiagnosticStatus",
-            level=OK if models_loaded else WARN,
+            level=level,
             name=f"{node_name}: models",
-            message="models loaded" if models_loaded else "models not loaded (node inactive)",
+            message=message,
             hardware_id=node_name,
             values=_key_values(factory, model_values),
         )

@@ -101,6 +101,8 @@ class VitronHandlers:
     def attach(self, pipeline) -> None:
         """Serve with a loaded pipeline: queries through it, and a live tracker per camera when it has SAM 2."""
         tracker = pipeline.specialists.get("tracker")
+        if tracker is not None:
+            pipeline.specialists.pin("tracker")  # the cameras' live streams hold its model
         deferred = self.run_in_background is not None
         with self.model_lock:
             self.pipeline = pipeline
@@ -134,7 +136,7 @@ class VitronHandlers:
 
     def unload(self) -> None:
         with self.model_lock:
-            device = str(self.pipeline.llm.device) if self.pipeline is not None else "cpu"
+            device = self.pipeline.device if self.pipeline is not None else "cpu"
             self.pipeline = None
             self.tracking = {}
         if device.startswith("cuda"):
@@ -227,7 +229,7 @@ class VitronHandlers:
             calls, labels = segment_calls(points, boxes, everything, frame.rgb.shape[:2])
             pipeline = self._loaded()
             with pipeline.model_lock:
-                outputs = pipeline.specialists[pipeline.grounder].run(Frame(frame.rgb), calls)
+                outputs = pipeline.run_specialist(pipeline.grounder, Frame(frame.rgb), calls)
             masks, errors = [], []
             for label, call, output in zip(labels, calls, outputs, strict=True):
                 if isinstance(output, Exception):

@@ -55,7 +55,7 @@ from .diagnostics import (
     NodeHealth,
     camera_info_summary,
     diagnostics_msg,
-    model_memory_bytes,
+    runtime_status,
 )
 from .executor import ContainedExecutor
 from .frame_buffer import CameraFrames
@@ -129,8 +129,7 @@ class VitronNode(LifecycleNode):
         p = self.params
         try:
             profile = load_profile(p.profile, p.config_file or None)
-            if p.precision:
-                profile = dataclasses.replace(profile, llm=dataclasses.replace(profile.llm, dtype=p.precision))
+            profile = p.apply_to(profile)
             self.handlers.load(profile, p.device, progress=self.get_logger().info)
         except Exception as error:  # noqa: BLE001 - a model that fails to load fails activation, with the reason
             self.get_logger().error(f"activate failed: cannot load profile {p.profile!r}: {describe_error(error)}")
@@ -622,7 +621,7 @@ class VitronNode(LifecycleNode):
         contained = executor.errors if isinstance(executor, ContainedExecutor) else 0
         msg = diagnostics_msg(
             self.factory, header, self.get_name(), cameras, self.latency.summary(),
-            model_memory_bytes(pipeline), pipeline is not None, refused, infos,
+            runtime_status(pipeline), pipeline is not None, refused, infos,
             self.health.snapshot(contained), {name: loop.stats() for name, loop in self.tracking_loops.items()},
         )  # fmt: skip
         with self._entities:

@@ -14,6 +14,7 @@ from ..core.errors import VitronInputError
 RELIABILITY = ("best_effort", "reliable")
 TRANSPORTS = ("raw", "compressed")
 PRECISIONS = ("", "float16", "bfloat16", "float32")
+BACKENDS = ("", "torch", "onnxruntime", "tensorrt")
 MASK_FORMATS = ("full", "cropped")
 
 
@@ -28,7 +29,14 @@ class NodeParameters:
     config_file: str = _param("", "profiles YAML; empty: the packaged config/profiles.yaml (or $VITRON_PROFILES)")
     profile: str = _param("default", "model profile to load on activate (see `vitron models list`)")
     device: str = _param("auto", "'auto' (cuda when available, else cpu), 'cpu' or 'cuda[:N]'")
-    precision: str = _param("", "LLM dtype on CUDA: float16, bfloat16 or float32; empty: the profile's")
+    precision: str = _param("", "dtype of every model on CUDA: float16, bfloat16 or float32 (CPU: float32); "
+                                "empty: each profile section's own")
+    backend: str = _param("", "encoders' backend: torch, onnxruntime or tensorrt (falling back visibly where it "
+                              "cannot run); empty: the profile's")
+    memory_budget_mb: int = _param(-1, "weights kept loaded at once; the least recently used specialist is "
+                                       "unloaded to make room; 0: no limit; -1: the profile's")
+    preload_specialists: bool = _param(True, "load every specialist on activate (as many as the budget holds); "
+                                             "false: each on first use")
     image_topics: list = _param(["image"], "image topics, one per camera (remap or namespace them)")
     camera_names: list = _param([], "a name per image topic; empty: each topic's namespace (camera/image -> camera)")
     transport: str = _param("raw", "'raw' (sensor_msgs/Image) or 'compressed' (<topic>/compressed, jpeg or png)")
@@ -50,6 +58,8 @@ class NodeParameters:
             (lambda: self.reliability in RELIABILITY, "reliability", f"one of {RELIABILITY}"),
             (lambda: self.transport in TRANSPORTS, "transport", f"one of {TRANSPORTS}"),
             (lambda: self.precision in PRECISIONS, "precision", f"one of {PRECISIONS}"),
+            (lambda: self.backend in BACKENDS, "backend", f"one of {BACKENDS}"),
+            (lambda: self.memory_budget_mb >= -1, "memory_budget_mb", ">= -1"),
             (lambda: self.mask_format in MASK_FORMATS, "mask_format", f"one of {MASK_FORMATS}"),
             (lambda: bool(self.image_topics) and all(isinstance(t, str) and t for t in self.image_topics),
              "image_topics", "a non-empty list of topic names"),
@@ -73,6 +83,18 @@ class NodeParameters:
         """camera name -> image topic."""
         names = self.camera_names or [camera_name_for(t) for t in self.image_topics]
         return dict(zip(names, self.image_topics, strict=True))
+
+    def apply_to(self, profile):
+        """The profile with this node's precision, backend, memory budget and preload choice."""
+        runtime = profile.runtime
+        changes = {"preload": self.preload_specialists}
+        if self.precision:
+            changes["precision"] = self.precision
+        if self.backend:
+            changes["backend"] = self.backend
+        if self.memory_budget_mb >= 0:
+            changes["memory_budget_mb"] = self.memory_budget_mb
+        return dataclasses.replace(profile, runtime=dataclasses.replace(runtime, **changes))
 
     @classmethod
     def from_dict(cls, values: dict) -> NodeParameters:

@@ -123,24 +123,31 @@ def load_encoder(
 
 
 __all__ = [
-    "BACKENDS", "BackendEntry", "BackendUnavailable", "Encoder", "Exportable", "RuntimeConfig", "dtype_bytes",
-    "load_encoder", "resolve_dtype",
+    "BACKENDS", "PARITY_TOLERANCE", "BackendEntry", "BackendUnavailable", "Encoder", "Exportable", "RuntimeConfig",
+    "dtype_bytes", "load_encoder", "parity", "parity_ok", "resolve_dtype",
 ]
 
 
-def parity(exportable: Exportable, runtime: RuntimeConfig, backend: str = "onnxruntime", device: str = "cpu",
-           progress=print) -> list[float]:
-    """Max abs difference of each output between eager PyTorch (float32) and `backend`, on the example inputs."""
+def parity(exportable: Exportable, encoder: Encoder) -> tuple[float, float]:
+    """(max abs difference, max abs reference value) between `encoder` and the PyTorch module it was made from, on
+    the export's example inputs, over every output. The module runs as it is (its device and dtype)."""
     import torch
 
-    reference_module = exportable.module.to(device=device, dtype=torch.float32)
+    parameter = next(exportable.module.parameters())
+    inputs = [t.to(parameter.device, parameter.dtype) if t.is_floating_point() else t.to(parameter.device)
+              for t in exportable.example]
     with torch.inference_mode():
-        reference = reference_module(*[t.to(device) for t in exportable.example])
+        reference = exportable.module(*inputs)
+        outputs = encoder(*inputs)
     reference = reference if isinstance(reference, (tuple, list)) else (reference,)
-    entry = BACKENDS[backend]
-    reason = entry.unavailable(device)
-    if reason:
-        raise BackendUnavailable(f"{backend}: {reason}")
-    runner = entry.build(exportable, runtime, device, "float32", progress)
-    outputs = runner(*exportable.example)
-    return [float((o.float().cpu() - r.float().cpu()).abs().max()) for o, r in zip(outputs, reference, strict=True)]
+    pairs = list(zip(outputs, reference, strict=True))
+    diff = max(float((o.float().cpu() - r.float().cpu()).abs().max()) for o, r in pairs)
+    scale = max(float(r.float().abs().max()) for _, r in pairs)
+    return diff, scale
+
+
+PARITY_TOLERANCE = 1e-3  # max abs difference allowed per unit of output scale (max(1, max |reference|)), float32
+
+
+def parity_ok(diff: float, scale: float, tolerance: float = PARITY_TOLERANCE) -> bool:
+    return diff <= tolerance * max(1.0, scale)

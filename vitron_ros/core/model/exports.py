@@ -84,21 +84,21 @@ def clip_vision_export(llava, frames: int = 2, max_frames: int = 16) -> Exportab
         raise ValueError(f"vision_feature_layer {cfg.vision_feature_layer!r}: the export reads one layer")
 
     class ClipVisionExport(nn.Module):
-        def __init__(self, llava):
-            super().__init__()
-            self.llava = llava
+        def __init__(self, vision_tower, projector):
+            super().__init__()  # the two parts only: the language model is no part of this export
+            self.vision_tower, self.projector = vision_tower, projector
 
         def forward(self, pixel_values):
             # LlavaModel.get_image_features for one feature layer, without its split into a per-image list
             # (which would fix the frame count in the export)
-            hidden = self.llava.model.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+            hidden = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
             selected = hidden.hidden_states[cfg.vision_feature_layer]
             if cfg.vision_feature_select_strategy == "default":
                 selected = selected[:, 1:]  # drop CLS
-            return self.llava.model.multi_modal_projector(selected)
+            return self.projector(selected)
 
     side = cfg.vision_config.image_size
-    return Exportable("clip_vision", ClipVisionExport(llava).eval(), (torch.randn(frames, 3, side, side),),
+    return Exportable("clip_vision", ClipVisionExport(llava.model.vision_tower, llava.model.multi_modal_projector).eval(), (torch.randn(frames, 3, side, side),),
                       ("pixel_values",), ("image_features",), dynamic={"pixel_values": {0: "frames"}},
                       shape_range={"frames": (1, 8, max_frames)})
 

@@ -62,8 +62,14 @@ def resolve_model_path(model: str, revision: str | None, fetch_hint: str, what: 
 
 
 class VitronLLM:
-    def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu"):
+    """The `transformers` LLM backend (see language_model.LanguageModel for what the pipeline asks of it)."""
+
+    def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print):
         import torch
+
+        from ..backends import load_encoder
+        from ..config import RuntimeConfig
+        from .exports import clip_vision_export
 
         self.model = model.eval()
         self.processor = processor
@@ -78,6 +84,9 @@ class VitronLLM:
         self.seg_token_id = self._special_id(heads.config.seg_token) if heads is not None else None
         self._embed = model.get_input_embeddings()
         self._torch = torch
+        dtype = str(model.dtype).removeprefix("torch.")
+        # the CLIP vision tower + projector: the LLM's heavy encoder, on the profile's backend
+        self.vision = load_encoder(clip_vision_export(model), runtime or RuntimeConfig(), device, dtype, progress)
 
     def _special_id(self, token: str) -> int:
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -86,18 +95,37 @@ class VitronLLM:
         return token_id
 
     @classmethod
-    def from_pretrained(cls, config: LlmConfig, device: str = "cpu", fetch_hint: str = "") -> VitronLLM:
+    def from_pretrained(cls, config: LlmConfig, device: str = "cpu", fetch_hint: str = "", runtime=None,
+                        progress=print) -> VitronLLM:
         import torch
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         path = resolve_model_path(config.model, config.revision, fetch_hint)
-        dtype = getattr(torch, config.dtype) if device.startswith("cuda") else torch.float32
+        name = runtime.dtype_for(config.dtype, device) if runtime is not None else config.dtype
+        dtype = getattr(torch, name) if device.startswith("cuda") else torch.float32
         try:
             processor = AutoProcessor.from_pretrained(path)
             model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         except Exception as exc:
             raise CheckpointLoadError(f"cannot load LLaVA checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        return cls(model, processor, load_heads(path), config, device)
+        return cls(model, processor, load_heads(path), config, device, runtime, progress)
+
+    def encoders(self) -> dict:
+        return {self.vision.name: self.vision}
+
+    def exportables(self) -> list:
+        """Trace-friendly wrappers of its heavy networks (for `vitron engines build` and export checks)."""
+        from .exports import clip_vision_export
+
+        return [clip_vision_export(self.model)]
+
+    def modules(self) -> list:
+        return [m for m in (self.model, self.heads) if m is not None]
+
+    @property
+    def prompt_dim(self) -> int | None:
+        """Width the signal projector writes (the segmenter's prompt tokens); None without VITRON heads."""
+        return None if self.heads is None else int(self.heads.config.prompt_dim)
 
     @property
     def has_sketch_encoder(self) -> bool:
@@ -130,14 +158,9 @@ class VitronLLM:
         fill = [int(round(255 * m)) for m in image_processor.image_mean]  # LLaVA-1.5 pads with the mean colour
         squares = [letterbox.pad_image(image, fill) for image in images]
         pixel_values = image_processor(images=squares, return_tensors="pt")["pixel_values"]
-        cfg = self.model.config
         with torch.inference_mode():
-            output = self.model.get_image_features(
-                pixel_values=pixel_values.to(self.device, self.model.dtype),
-                vision_feature_layer=cfg.vision_feature_layer,
-                vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-            )
-        features = torch.stack(list(output.pooler_output))
+            (features,) = self.vision(pixel_values.to(self.device, self.model.dtype))
+        features = features.to(self.model.dtype)
         grid = math.isqrt(features.shape[1])
         if grid * grid != features.shape[1]:
             raise CheckpointLoadError(f"vision tower gives {features.shape[1]} tokens, not a square patch grid")

@@ -28,7 +28,7 @@ class TaskSpec:
 class SpecialistEntry:
     name: str  # the module name the LLM writes in <module>...</module>, and the profile section's key
     config: type  # frozen dataclass of its profile section (unknown keys raise; `paths` expand; `check(where)`)
-    build: Callable[[Any, Any, str], Specialist]  # (section, profile, device) -> the loaded specialist
+    build: Callable[..., Specialist]  # (section, profile, device, progress) -> the loaded specialist
     tasks: Mapping[str, TaskSpec]
     output: str  # output kind (results.OUTPUT_KINDS): "masks", "tracks" or "images"
     summary: str = ""  # what the specialist is for, one phrase for the system prompt
@@ -42,28 +42,28 @@ class SpecialistEntry:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def _segmenter(section, profile, device) -> Specialist:
+def _segmenter(section, profile, device, progress=print) -> Specialist:
     from .segmenter import SamSegmenter
 
-    return SamSegmenter.from_profile(profile, device)
+    return SamSegmenter.from_profile(profile, device, progress=progress)
 
 
-def _tracker(section, profile, device) -> Specialist:
+def _tracker(section, profile, device, progress=print) -> Specialist:
     from .tracker import Sam2Tracker
 
-    return Sam2Tracker.from_profile(profile, device)
+    return Sam2Tracker.from_profile(profile, device, progress=progress)
 
 
-def _editor(section, profile, device) -> Specialist:
+def _editor(section, profile, device, progress=print) -> Specialist:
     from .editor import DiffusionEditor
 
-    return DiffusionEditor.from_config(section, profile, device)
+    return DiffusionEditor.from_config(section, profile, device, progress=progress)
 
 
-def _generator(section, profile, device) -> Specialist:
+def _generator(section, profile, device, progress=print) -> Specialist:
     from .generator import DiffusionGenerator
 
-    return DiffusionGenerator.from_config(section, profile, device)
+    return DiffusionGenerator.from_config(section, profile, device, progress=progress)
 
 
 def _tiny_sam(section, profile, progress) -> None:

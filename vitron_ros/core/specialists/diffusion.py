@@ -14,9 +14,9 @@ alone conditions the model; `conditioning` in the profile picks text, signal or 
 
 from __future__ import annotations
 
-import functools
 import json
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -129,9 +129,11 @@ def load_signal_conditioner(path: str | Path):
 
 
 _LOAD_LOCK = threading.Lock()
+# Loaded pipelines, shared while any specialist holds one (the generator and the editor on one checkpoint hold one
+# copy of its weights) and freed when none does, so the memory budget can unload them.
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
-@functools.lru_cache(maxsize=4)
 def _load_pipeline(kind: str, folder: str, device: str, dtype: str):
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
@@ -154,14 +156,39 @@ def _load_pipeline(kind: str, folder: str, device: str, dtype: str):
     return pipe.to(device)
 
 
-def load_pipeline(kind: str, model: str, revision: str | None, device: str, dtype: str, fetch_hint: str):
+def load_pipeline(kind: str, model: str, revision: str | None, device: str, dtype: str, fetch_hint: str,
+                  runtime=None, resolution: int = 512, progress=print):
     """The diffusers pipeline in `model` (folder or cached hub id), loaded once per process and shared: the
-    generator and the editor on the same checkpoint hold one copy of its weights."""
+    generator and the editor on the same checkpoint hold one copy of its weights.
+
+    With `runtime`, the inpainting UNet runs on its backend (`pipe.unet_encoder` says which). InstructPix2Pix's
+    UNet (three guidance branches) stays on PyTorch."""
+    from ..backends import load_encoder
+    from ..config import RuntimeConfig
+    from ..model.exports import install_unet, unet_export
     from ..model.vitron_llm import resolve_model_path
 
+    runtime = runtime or RuntimeConfig()
     folder = resolve_model_path(model, revision, fetch_hint, what=f"{kind} diffusion checkpoint")
+    key = (kind, str(folder), device, dtype, runtime if kind == "inpaint" else None, resolution)
     with _LOAD_LOCK:
-        return _load_pipeline(kind, str(folder), device, dtype)
+        pipe = _LOADED.get(key)
+        if pipe is None:
+            pipe = _load_pipeline(kind, str(folder), device, dtype)
+            if kind == "inpaint":
+                export = unet_export(pipe.unet, resolution, pipe.vae_scale_factor)
+                pipe.unet_encoder = load_encoder(export, runtime, device, dtype, progress)
+                if pipe.unet_encoder.backend != "torch" or runtime.compile:
+                    install_unet(pipe.unet, pipe.unet_encoder)
+            _LOADED[key] = pipe
+        return pipe
+
+
+def pipeline_modules(pipe) -> list:
+    """The torch modules of a diffusers pipeline (for memory accounting)."""
+    import torch
+
+    return [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
 
 
 class HybridConditioning:

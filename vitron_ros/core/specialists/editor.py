@@ -33,6 +33,7 @@ from .diffusion import (
     grow_mask,
     load_conditioner_for,
     load_pipeline,
+    pipeline_modules,
     run_each,
     square_crop,
     to_model,
@@ -120,14 +121,28 @@ class DiffusionEditor:
         self.tasks = frozenset({"remove", "replace", "recolour", "move", "add"} | ({"instruct"} if instruct else set()))
 
     @classmethod
-    def from_config(cls, config: EditorConfig, profile, device: str = "cpu") -> DiffusionEditor:
+    def from_config(cls, config: EditorConfig, profile, device: str = "cpu", progress=print) -> DiffusionEditor:
         hint = f"run `vitron models fetch --profile {profile.name}`"
-        inpaint = load_pipeline("inpaint", config.model, config.revision, device, config.dtype, hint)
+        dtype = profile.runtime.dtype_for(config.dtype, device)
+        inpaint = load_pipeline("inpaint", config.model, config.revision, device, dtype, hint, profile.runtime,
+                              config.resolution, progress)
         conditioner = load_conditioner_for(config, Path(inpaint.config._name_or_path))
         instruct = None
         if config.instruct_model is not None:
-            instruct = load_pipeline("instruct", config.instruct_model, config.revision, device, config.dtype, hint)
+            instruct = load_pipeline("instruct", config.instruct_model, config.revision, device, dtype, hint)
         return cls(inpaint, HybridConditioning(inpaint, conditioner, config.conditioning), config, instruct)
+
+    def exportables(self) -> list:
+        from ..model.exports import unet_export
+
+        return [unet_export(self.inpaint.unet, self.config.resolution, self.inpaint.vae_scale_factor)]
+
+    def encoders(self) -> dict:
+        return {"unet": self.inpaint.unet_encoder}
+
+    def modules(self) -> list:
+        modules = pipeline_modules(self.inpaint) + (pipeline_modules(self.instruct) if self.instruct else [])
+        return modules + [m for m in (self.conditioning.conditioner,) if m is not None]
 
     @property
     def signal_dim(self) -> int | None:

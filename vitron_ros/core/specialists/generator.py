@@ -21,7 +21,7 @@ from ..geometry import Letterbox
 from ..invocation import parse_box
 from ..masks import box_to_mask
 from .base import Frame, SpecialistCall, SpecialistOutput
-from .diffusion import GeneratorConfig, HybridConditioning, denoise, load_conditioner_for, load_pipeline, run_each
+from .diffusion import GeneratorConfig, HybridConditioning, denoise, load_conditioner_for, load_pipeline, pipeline_modules, run_each
 
 _LAYOUT_RE = re.compile(r"<p>(?P<phrase>.*?)</p>\s*<region>(?P<box>.*?)</region>", re.IGNORECASE | re.DOTALL)
 
@@ -53,11 +53,24 @@ class DiffusionGenerator:
         self.pipe, self.conditioning, self.config = pipe, conditioning, config
 
     @classmethod
-    def from_config(cls, config: GeneratorConfig, profile, device: str = "cpu") -> DiffusionGenerator:
+    def from_config(cls, config: GeneratorConfig, profile, device: str = "cpu", progress=print) -> DiffusionGenerator:
         hint = f"run `vitron models fetch --profile {profile.name}`"
-        pipe = load_pipeline("inpaint", config.model, config.revision, device, config.dtype, hint)
+        dtype = profile.runtime.dtype_for(config.dtype, device)
+        pipe = load_pipeline("inpaint", config.model, config.revision, device, dtype, hint, profile.runtime,
+                              config.resolution, progress)
         conditioner = load_conditioner_for(config, Path(pipe.config._name_or_path))
         return cls(pipe, HybridConditioning(pipe, conditioner, config.conditioning), config)
+
+    def exportables(self) -> list:
+        from ..model.exports import unet_export
+
+        return [unet_export(self.pipe.unet, self.config.resolution, self.pipe.vae_scale_factor)]
+
+    def encoders(self) -> dict:
+        return {"unet": self.pipe.unet_encoder}
+
+    def modules(self) -> list:
+        return pipeline_modules(self.pipe) + [m for m in (self.conditioning.conditioner,) if m is not None]
 
     @property
     def signal_dim(self) -> int | None:

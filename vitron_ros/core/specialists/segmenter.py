@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import SegmenterConfig
+from ..config import RuntimeConfig, SegmenterConfig
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
 from .base import Frame, SpecialistCall, SpecialistOutput
@@ -27,22 +27,54 @@ class SamSegmenter:
     name = "segmenter"
     tasks = frozenset({"segmentation", "everything"})
 
-    def __init__(self, sam, config: SegmenterConfig, device: str = "cpu"):
+    def __init__(self, sam, config: SegmenterConfig, device: str = "cpu", dtype: str = "float32",
+                 runtime: RuntimeConfig | None = None, progress=print):
+        """`dtype`: the weights' and activations' precision (float16 / bfloat16 run under autocast, as SAM's prompt
+        encoder mixes float32 coordinates with its weights). The image encoder runs on `runtime`'s backend."""
         from segment_anything.utils.transforms import ResizeLongestSide
 
-        self.sam = sam.to(device).eval()
+        from ..backends import load_encoder, resolve_dtype
+        from ..model.exports import install_sam_image_encoder, sam_image_encoder_export
+
+        runtime = runtime or RuntimeConfig()
+        self.sam = sam.to(device=device, dtype=resolve_dtype(dtype)).eval()
         self.config = config
         self.device = device
+        self.dtype = dtype
         self.transform = ResizeLongestSide(self.sam.image_encoder.img_size)  # SAM's own resize, as SamPredictor
+        self.image_encoder = load_encoder(sam_image_encoder_export(self.sam), runtime, device, dtype, progress)
+        if self.image_encoder.backend != "torch" or runtime.compile:  # SamPredictor (everything mode) calls it too
+            install_sam_image_encoder(self.sam, self.image_encoder)
 
     @classmethod
-    def from_profile(cls, profile, device: str = "cpu") -> SamSegmenter:
+    def from_profile(cls, profile, device: str = "cpu", progress=print) -> SamSegmenter:
         from ..model.sam_loader import load_sam
 
         cfg = profile.section("segmenter")
         hint = f"run `vitron models fetch --profile {profile.name}`"
         sam = load_sam(cfg.arch, cfg.checkpoint, profile.tiny, fetch_hint=hint)
-        return cls(sam, cfg, device)
+        return cls(sam, cfg, device, profile.runtime.dtype_for(cfg.dtype, device), profile.runtime, progress)
+
+    def encoders(self) -> dict:
+        """Encoder name -> its backend Encoder (reported in diagnostics)."""
+        return {self.image_encoder.name: self.image_encoder}
+
+    def modules(self) -> list:
+        """The torch modules whose weights this specialist holds (for memory accounting)."""
+        return [self.sam]
+
+    def exportables(self) -> list:
+        """The image encoder and the mask decoder (sparse prompt tokens in, so [SEG] embeddings reach it)."""
+        from ..model.exports import sam_image_encoder_export, sam_mask_decoder_export
+
+        return [sam_image_encoder_export(self.sam), sam_mask_decoder_export(self.sam)]
+
+    def _autocast(self):
+        import torch
+
+        if self.dtype == "float32":
+            return torch.autocast(self.device.split(":")[0], enabled=False)
+        return torch.autocast(self.device.split(":")[0], dtype=getattr(torch, self.dtype))
 
     @property
     def prompt_dim(self) -> int:
@@ -54,7 +86,7 @@ class SamSegmenter:
 
         image = check_image(frame.image)
         outputs: list[SpecialistOutput | Exception] = []
-        with torch.inference_mode():
+        with torch.inference_mode(), self._autocast():
             for call in calls:
                 try:
                     if call.task == "everything":
@@ -125,7 +157,7 @@ class SamSegmenter:
             dense_prompt_embeddings=dense,
             multimask_output=call.multimask and self.config.multimask_output,
         )
-        masks = sam.postprocess_masks(low_res, encoded.input_size, encoded.original_size) > sam.mask_threshold
+        masks = sam.postprocess_masks(low_res.float(), encoded.input_size, encoded.original_size) > sam.mask_threshold
         masks_np = masks[0].cpu().numpy()
         scores = quality[0].float().cpu().numpy()
         order = np.argsort(-scores, kind="stable")

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..config import TrackerConfig
+from ..config import RuntimeConfig, TrackerConfig
 from ..errors import VitronInputError
 from ..tracking.state import ObjectPrompt
 from ..tracking.stream_tracker import StreamTracker
@@ -22,17 +22,39 @@ class Sam2Tracker:
     name = "tracker"
     tasks = frozenset({"tracking"})
 
-    def __init__(self, model, processor, config: TrackerConfig, device: str = "cpu"):
+    def __init__(self, model, processor, config: TrackerConfig, device: str = "cpu", runtime: RuntimeConfig | None = None,
+                 progress=print):
+        """The image encoder (Hiera + FPN, the per-frame heavy part) runs on `runtime`'s backend."""
+        from ..backends import load_encoder
+        from ..model.exports import install_sam2_vision, sam2_vision_export
+
+        runtime = runtime or RuntimeConfig()
         self.model, self.processor, self.config, self.device = model, processor, config, device
+        dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.image_encoder = load_encoder(sam2_vision_export(model), runtime, device, dtype, progress)
+        if self.image_encoder.backend != "torch" or runtime.compile:
+            install_sam2_vision(model, self.image_encoder)
 
     @classmethod
-    def from_profile(cls, profile, device: str = "cpu") -> Sam2Tracker:
+    def from_profile(cls, profile, device: str = "cpu", progress=print) -> Sam2Tracker:
         from ..model.sam2_loader import load_sam2_video
 
         cfg = profile.section("tracker")
         hint = f"run `vitron models fetch --profile {profile.name}`"
-        model, processor = load_sam2_video(cfg.model, cfg.revision, device, cfg.dtype, hint)
-        return cls(model, processor, cfg, device)
+        dtype = profile.runtime.dtype_for(cfg.dtype, device)
+        model, processor = load_sam2_video(cfg.model, cfg.revision, device, dtype, hint)
+        return cls(model, processor, cfg, device, profile.runtime, progress)
+
+    def encoders(self) -> dict:
+        return {self.image_encoder.name: self.image_encoder}
+
+    def modules(self) -> list:
+        return [self.model]
+
+    def exportables(self) -> list:
+        from ..model.exports import sam2_vision_export
+
+        return [sam2_vision_export(self.model)]
 
     def stream(self, grounder=None, defer_grounding: bool = False) -> StreamTracker:
         """A new live-stream tracker on this specialist's model (the ROS node keeps one per camera, grounding

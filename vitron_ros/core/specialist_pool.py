@@ -1,0 +1,239 @@
+"""Specialists loaded on first use under a memory budget: the least recently used is unloaded when the next one
+would not fit, and a query that needs it again reloads it.
+
+    pool = SpecialistPool(profile, device="cuda", progress=print)   # profile.runtime.memory_budget_mb
+    editor = pool.acquire("editor")       # loads it (unloading others if needed), or raises SpecialistUnavailable
+
+A load that fails (a missing checkpoint, CUDA out of memory) raises `SpecialistUnavailable` naming the specialist
+and the cause; what is loaded stays loaded and keeps serving. `status()` gives what diagnostics show: each loaded
+specialist's bytes, load time and encoders' backends, failures, and what the pool is doing (loading, exporting,
+building an engine).
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointLoadError
+from .specialists import SPECIALISTS, Specialist
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
+
+
+class SpecialistUnavailable(CheckpointLoadError):
+    """A specialist could not be loaded (or reloaded); the message names it and says why."""
+
+
+@dataclass
+class LoadRecord:
+    bytes: int  # its weights' bytes (shared tensors included)
+    load_seconds: float
+    last_used: float  # time.monotonic()
+    encoders: dict[str, str]  # encoder name -> "backend dtype (passed over: ...)"
+
+
+def tensor_bytes(modules) -> int:
+    """Bytes of the parameters and buffers of `modules`, each storage counted once (shared weights, tied layers)."""
+    seen, total = set(), 0
+    for module in modules:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            storage = tensor.untyped_storage()
+            key = (str(tensor.device), storage.data_ptr())
+            if key not in seen:
+                seen.add(key)
+                total += storage.nbytes()
+    return total
+
+
+def disk_bytes(section) -> int:
+    """Weight files a section's paths name (file, or folder searched recursively): the estimate before a load."""
+    total = 0
+    for field in getattr(type(section), "paths", ()):
+        value = getattr(section, field, None)
+        path = Path(value) if isinstance(value, str) else None
+        if path is None or not path.exists():
+            continue
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES]
+        total += sum(p.stat().st_size for p in files if p.is_file())
+    return total
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+class SpecialistPool:
+    """Registry name -> specialist, loaded on `acquire`; a read-only Mapping view of the configured names."""
+
+    def __init__(self, profile=None, device: str = "cpu", progress=print, loaded: dict[str, Specialist] | None = None):
+        self.profile = profile
+        self.device = device
+        self.names: list[str] = list(profile.specialists) if profile is not None else list(loaded or {})
+        self.budget_bytes = (profile.runtime.memory_budget_mb << 20) if profile is not None else 0
+        self.check = None  # (name, specialist) -> None or raises: the pipeline's compatibility checks
+        self.failures: dict[str, str] = {}  # name -> why its last load failed
+        self.activity = ""  # what the pool is doing now, for diagnostics ("building engine for unet ...")
+        self._progress = progress
+        self._loaded: OrderedDict[str, Specialist] = OrderedDict()  # least recently used first
+        self._records: dict[str, LoadRecord] = {}
+        self._known_bytes: dict[str, int] = {}
+        self._pinned: set[str] = set()
+        self._lock = threading.RLock()
+        for name, specialist in (loaded or {}).items():
+            self._admit(name, specialist, 0.0)
+
+    # -- mapping view ---------------------------------------------------------------------------------------------
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def keys(self):
+        return dict.fromkeys(self.names).keys()
+
+    def __getitem__(self, name: str) -> Specialist:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.acquire(name)
+
+    def get(self, name: str, default=None):
+        return self.acquire(name) if name in self.names else default
+
+    def items(self):
+        return [(name, self.acquire(name)) for name in self.names]
+
+    def values(self):
+        return [specialist for _, specialist in self.items()]
+
+    def peek(self, name: str) -> Specialist | None:
+        """The specialist if it is loaded now, without loading it or marking it used."""
+        with self._lock:
+            return self._loaded.get(name)
+
+    # -- loading --------------------------------------------------------------------------------------------------
+    def acquire(self, name: str) -> Specialist:
+        """The loaded specialist, loading it first (and unloading the least recently used ones to make room)."""
+        with self._lock:
+            if name in self._loaded:
+                self._loaded.move_to_end(name)
+                self._records[name].last_used = time.monotonic()
+                return self._loaded[name]
+            if name not in self.names:
+                raise KeyError(f"no specialist {name!r} in this profile; configured: {self.names}")
+            if self.profile is None:
+                raise SpecialistUnavailable(f"the {name} was unloaded and this pool has no profile to reload it from")
+            section = self.profile.section(name)
+            self._make_room(self._known_bytes.get(name) or disk_bytes(section), keep=name)
+            self.activity = f"loading {name}"
+            start = time.perf_counter()
+            try:
+                specialist = SPECIALISTS[name].build(section, self.profile, self.device, self._report)
+                if self.check is not None:
+                    self.check(name, specialist)
+            except Exception as exc:  # noqa: BLE001 - out of memory, a missing or broken checkpoint: reported
+                specialist = None
+                self._free_cache()
+                message = f"the {name} could not be loaded: {describe_error(exc)}"
+                self.failures[name] = message  # the caller reports it (an answer's errors, a CLI's one line)
+                raise SpecialistUnavailable(message) from exc
+            finally:
+                self.activity = ""
+            self.failures.pop(name, None)
+            self._admit(name, specialist, time.perf_counter() - start)
+            self._make_room(0, keep=name)
+            return specialist
+
+    def preload(self) -> None:
+        """Load every specialist in profile order while it fits the budget without unloading another."""
+        for name in self.names:
+            with self._lock:
+                estimate = self._known_bytes.get(name) or disk_bytes(self.profile.section(name)) if self.profile else 0
+                if self.budget_bytes and self._loaded and self.memory_bytes() + estimate > self.budget_bytes:
+                    self._progress(f"not preloading {name}: it would not fit the {self.budget_bytes >> 20} MB budget "
+                                   "beside what is loaded; it loads on first use")
+                    continue
+            self.acquire(name)
+
+    def pin(self, name: str) -> None:
+        """Never unload `name` (a live tracker's streams hold its model)."""
+        with self._lock:
+            self._pinned.add(name)
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            if self._loaded.pop(name, None) is None:
+                return
+            record = self._records.pop(name)
+            self._progress(f"unloaded {name} ({record.bytes / 2**20:.1f} MB) to stay within the "
+                           f"{self.budget_bytes / 2**20:.0f} MB budget")
+            self._free_cache()
+
+    def _admit(self, name: str, specialist: Specialist, seconds: float) -> None:
+        size = tensor_bytes(specialist.modules()) if hasattr(specialist, "modules") else 0
+        encoders = {key: enc.describe() for key, enc in getattr(specialist, "encoders", dict)().items()}
+        self._loaded[name] = specialist
+        self._known_bytes[name] = size
+        self._records[name] = LoadRecord(size, seconds, time.monotonic(), encoders)
+        self._progress(f"loaded {name}: {size / 2**20:.1f} MB in {seconds:.1f} s" +
+                       "".join(f"; {key} on {text}" for key, text in encoders.items()))
+
+    def _make_room(self, incoming: int, keep: str) -> None:
+        if not self.budget_bytes:
+            return
+        while self.memory_bytes() + incoming > self.budget_bytes:
+            victims = [n for n in self._loaded if n != keep and n not in self._pinned]
+            if not victims:
+                if self.memory_bytes() + incoming > self.budget_bytes:
+                    self._progress(f"{keep} needs about {incoming / 2**20:.0f} MB beyond what is loaded: over the "
+                                   f"{self.budget_bytes / 2**20:.0f} MB budget with nothing left to unload")
+                return
+            self.unload(victims[0])
+
+    def _free_cache(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    def _report(self, message: str) -> None:
+        """Progress of a load: exports and engine builds show in `activity` while they run."""
+        self.activity = message
+        self._progress(message)
+
+    # -- reports --------------------------------------------------------------------------------------------------
+    def memory_bytes(self) -> int:
+        with self._lock:
+            modules = [m for s in self._loaded.values() if hasattr(s, "modules") for m in s.modules()]
+        return tensor_bytes(modules)
+
+    def loaded(self) -> dict[str, LoadRecord]:
+        with self._lock:
+            return dict(self._records)
+
+    def status(self) -> dict[str, str]:
+        """Key -> value for diagnostics."""
+        with self._lock:
+            values = {
+                "memory_budget_mb": f"{self.budget_bytes / 2**20:.0f}" if self.budget_bytes else "unlimited",
+                "specialists_loaded": ",".join(self._loaded) or "none",
+                "specialists_memory_mb": f"{self.memory_bytes() / 2**20:.1f}",
+                "activity": self.activity or "idle",
+            }
+            for name, record in self._records.items():
+                values[f"{name}_mb"] = f"{record.bytes / 2**20:.1f}"
+                values[f"{name}_load_s"] = f"{record.load_seconds:.2f}"
+                values.update({f"{name}.{key}_backend": text for key, text in record.encoders.items()})
+            values.update({f"{name}_load_error": text for name, text in self.failures.items()})
+            return values
