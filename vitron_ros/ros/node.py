@@ -18,7 +18,6 @@ after the requests using them have drained.
 
 from __future__ import annotations
 
-import dataclasses
 import signal
 import threading
 import traceback

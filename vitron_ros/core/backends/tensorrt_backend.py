@@ -23,7 +23,7 @@ def unavailable(device: str) -> str | None:
     if not device.startswith("cuda"):
         return "needs a CUDA device"
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt  # noqa: F401 - availability only
     except ImportError:
         return "not installed (the tensorrt Python package; on a Jetson it comes with JetPack)"
     except Exception as exc:  # noqa: BLE001 - PyPI's stub wheels raise on import where the real library is missing
