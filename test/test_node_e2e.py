@@ -482,3 +482,58 @@ def _parameter_value(value):
             ParameterType.PARAMETER_DOUBLE: lambda: value.double_value,
             ParameterType.PARAMETER_STRING: lambda: value.string_value,
             ParameterType.PARAMETER_STRING_ARRAY: lambda: list(value.string_array_value)}[value.type]()  # fmt: skip
+
+
+def test_a_specialist_that_fails_to_load_on_first_use_leaves_the_node_serving_with_the_reason_in_answer_and_diagnostics(
+        ros, tiny_profile, probe, tmp_path):
+    """Specialists load on first use (preload_specialists false); the editor's checkpoint is broken. An Edit goal
+    ends with the load error, segmentation keeps working, and /diagnostics names the failure and the backends."""
+    import yaml
+    from action_msgs.msg import GoalStatus
+    from diagnostic_msgs.msg import DiagnosticArray
+    from vitron_ros_msgs.action import Edit
+    from vitron_ros_msgs.srv import Segment
+
+    from test.conftest import REPO
+    from test.ros_harness import image_msg
+
+    broken = tmp_path / "broken_diffusion"
+    broken.mkdir()
+    (broken / "model_index.json").write_text("{ not json")
+    profiles = yaml.safe_load((REPO / "config" / "profiles.yaml").read_text())
+    profiles["profiles"]["tiny"]["editor"]["model"] = str(broken)
+    profiles["profiles"]["tiny"]["editor"]["instruct_model"] = None
+    config_file = tmp_path / "profiles.yaml"
+    config_file.write_text(yaml.safe_dump(profiles))
+    params = {**BASE, "autostart": True, "image_topics": ["/lazy/image"], "config_file": str(config_file),
+              "preload_specialists": False, "memory_budget_mb": 512}
+    process = NodeProcess(params, tmp_path / "node.log", namespace="/lazy")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    try:
+        wait_until(lambda: _state(probe, "/lazy/vitron") == "active" or not process.alive(), 120, "the node to activate")
+        assert process.alive(), process.log()
+        goal = Edit.Goal(request="add a red circle", reply=_edit_reply("add: a red circle"),
+                         image=image_msg(scene(), "given_frame", 7))
+        result = wait_future(_send_goal(probe, Edit, "/lazy/vitron/edit", goal, []).get_result_async(), 120, "Edit")
+        assert result.status == GoalStatus.STATUS_ABORTED
+        assert "the editor could not be loaded: CheckpointLoadError" in result.result.answer.error
+        request = Segment.Request(image=image_msg(scene(), "given_frame", 8), everything=True)
+        segmented = probe.call(Segment, "/lazy/vitron/segment", request)
+        assert not segmented.error and len(segmented.masks.masks) > 0  # the segmenter loaded and serves
+
+        def reported():
+            for array in list(diagnostics):
+                for status in array.status:
+                    values = {kv.key: kv.value for kv in status.values}
+                    if status.name == "vitron: models" and "editor_load_error" in values and \
+                            "segmenter" in values.get("specialists_loaded", ""):
+                        return status, values
+            return None
+
+        status, values = wait_until(reported, 30, "the editor's load error in /diagnostics")
+        assert "the editor could not be loaded" in status.message and status.level == bytes([1])  # WARN
+        assert values["memory_budget_mb"] == "512" and values["segmenter.sam_image_encoder_backend"] == "torch float32"
+        assert values["llm.clip_vision_backend"] == "torch float32" and float(values["segmenter_mb"]) > 0
+    finally:
+        assert process.stop() == 0
+    assert "Traceback" not in process.log()
