@@ -85,15 +85,18 @@ def export_onnx(exportable: Exportable, path: str | Path, dtype: str = "float32"
     example = tuple(t.to(resolve_dtype(dtype)) if t.is_floating_point() else t for t in exportable.example)
     kwargs = dict(input_names=list(exportable.input_names), output_names=list(exportable.output_names),
                   dynamic_axes={k: dict(v) for k, v in exportable.dynamic.items()} or None, opset_version=18)
+    # protobuf caps a file at 2 GB: larger networks (SAM ViT-H, SD 1.5's UNet in float32) keep their weights in a
+    # data file beside the graph, which ONNX Runtime and TensorRT's parser read from the same folder
+    external = sum(t.numel() * t.element_size() for t in module.state_dict().values()) > 1_500_000_000
     errors = []
     for dynamo in (True, False):
         try:
             with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
                 warnings.simplefilter("ignore")
-                program = torch.onnx.export(module, example, str(path), dynamo=dynamo, external_data=False,
+                program = torch.onnx.export(module, example, str(path), dynamo=dynamo, external_data=external,
                                             verbose=False, **kwargs)
             if dynamo and program is not None:
-                program.save(str(path), external_data=False)
+                program.save(str(path), external_data=external)
             return "torch.export" if dynamo else "torchscript"
         except Exception as exc:  # noqa: BLE001 - the other exporter may manage; both failing is reported
             errors.append(f"{'torch.export' if dynamo else 'torchscript'}: {type(exc).__name__}: {str(exc)[:300]}")
