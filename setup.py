@@ -22,6 +22,8 @@ def _tree(source: str, target: str) -> list[tuple[str, list[str]]]:
     return entries
 
 
+ONNX = ["onnx>=1.16", "onnxruntime>=1.18", "onnxscript>=0.2"]
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -55,7 +57,12 @@ setup(
         "tokenizers",
         "tqdm",
     ],
-    extras_require={"test": ["pytest", "hypothesis", "pycocotools"]},
+    extras_require={
+        # the onnxruntime encoder backend (and exports for TensorRT); on CUDA install onnxruntime-gpu instead.
+        # TensorRT itself comes with JetPack or NVIDIA's index and is found by import when present.
+        "onnx": ONNX,
+        "test": ["pytest", "hypothesis", "pycocotools", *ONNX],
+    },
     entry_points={"console_scripts": ["vitron = vitron_ros.cli:main", "vitron_node = vitron_ros.ros.node:main"]},
     zip_safe=True,
     maintainer="vitron_ros developers",

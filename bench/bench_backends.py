@@ -162,37 +162,43 @@ def memory_table() -> None:
               f"{'yes' if total / 2**30 <= usable else 'no'}")
 
 
-def cuda_bench(repeats: int, sizes: list[str]) -> None:
+def sam_vit_h_bench(repeats: int, device: str) -> None:
+    """SAM ViT-H image encoder, 1024x1024, batch 8, bf16: eager and compiled."""
     import torch
-
-    device = "cuda"
-    print(f"\n{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
-    # 1. SAM ViT-H image encoder, 1024x1024, batch 8, bf16: eager and compiled
     from segment_anything import sam_model_registry
 
     encoder = sam_model_registry["vit_h"]().image_encoder.to(device, torch.bfloat16).eval()
     batch = torch.randn(8, 3, 1024, 1024, device=device, dtype=torch.bfloat16)
+    compiled_encoder = torch.compile(encoder)
     with torch.inference_mode():
         eager = median_ms(lambda: encoder(batch), repeats, device) / 8
-        compiled_encoder = torch.compile(encoder)
         compiled = median_ms(lambda: compiled_encoder(batch), repeats, device) / 8
     print(f"SAM ViT-H encoder 1024x1024 bf16 batch 8: eager {eager:.1f} ms/image, compiled {compiled:.1f} ms/image "
           f"(published A100, bf16 + compile, batch 8: 51 ms/image)")
-    del encoder, compiled_encoder, batch
-    torch.cuda.empty_cache()
 
-    # 2. 7B decode against the bandwidth ceiling measured here
-    from transformers import LlamaConfig, LlamaForCausalLM
+
+def bandwidth_bytes_per_s(repeats: int, device: str) -> float:
+    """Device memory bandwidth from copying 2 GiB (read + write)."""
+    import torch
 
     source = torch.empty(2 << 30, dtype=torch.uint8, device=device)
     target = torch.empty_like(source)
     copy_ms = median_ms(lambda: target.copy_(source), repeats, device)
-    bandwidth = 2 * source.numel() / (copy_ms / 1000)  # read + write
-    del source, target
+    return 2 * source.numel() / (copy_ms / 1000)
+
+
+def llm_decode_bench(repeats: int, device: str) -> None:
+    """A 7B Llama's greedy decode (fp16, eager) against the bandwidth ceiling measured in the same run."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    bandwidth = bandwidth_bytes_per_s(repeats, device)
     torch.set_default_dtype(torch.float16)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(vocab_size=32064)).eval()
-    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(LlamaConfig(vocab_size=32064)).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     prompt = torch.randint(0, 32000, (1, 32), device=device)
     new_tokens = 128
@@ -201,21 +207,27 @@ def cuda_bench(repeats: int, sizes: list[str]) -> None:
         with torch.inference_mode():
             model.generate(prompt, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
 
-    seconds = median_ms(decode, max(1, repeats // 2), device) / 1000
+    rate = new_tokens / (median_ms(decode, max(1, repeats // 2), device) / 1000)
     ceiling = bandwidth / weights
-    print(f"7B Llama fp16 greedy decode: {new_tokens / seconds:.0f} tok/s ({new_tokens} tokens after a 32-token "
-          f"prompt, eager, includes prefill); bandwidth measured {bandwidth / 1e12:.2f} TB/s -> ceiling "
-          f"{ceiling:.0f} tok/s ({weights / 1e9:.1f} GB of weights per token): {new_tokens / seconds / ceiling:.0%} of it "
+    print(f"7B Llama fp16 greedy decode: {rate:.0f} tok/s ({new_tokens} tokens after a 32-token prompt, eager, "
+          f"prefill included); bandwidth measured {bandwidth / 1e12:.2f} TB/s -> ceiling {ceiling:.0f} tok/s "
+          f"({weights / 1e9:.1f} GB of weights read per token): {rate / ceiling:.0%} of it "
           f"(published: gpt-fast 105 tok/s on an A100, compiled)")
-    del model
-    torch.cuda.empty_cache()
 
-    # 3. SAM 2.1 per tracked frame, 4. SD 1.5 inpainting 512x512 50 steps
+
+def cuda_bench(repeats: int, sizes: list[str]) -> None:
+    import torch
+
     from bench_edit import bench_sd15
     from bench_tracking import sam2_size_bench
 
-    sam2_size_bench(device, 30, sizes)
-    bench_sd15(device, max(1, repeats // 2))
+    device = "cuda"
+    print(f"\n{torch.cuda.get_device_name(0)}, torch {torch.__version__}")
+    for bench in (sam_vit_h_bench, llm_decode_bench):
+        bench(repeats, device)
+        torch.cuda.empty_cache()
+    sam2_size_bench(device, 30, sizes)  # SAM 2.1 per tracked frame, 1024 px
+    bench_sd15(device, max(1, repeats // 2))  # SD 1.5 inpainting, 512x512, 50 steps
 
 
 def main() -> None:

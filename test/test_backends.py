@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vitron_ros.core.backends import BACKENDS, load_encoder, parity
+from vitron_ros.core.backends import BACKENDS, load_encoder
 from vitron_ros.core.backends.tensorrt_backend import EngineCache, EngineKey, unavailable
 from vitron_ros.core.config import RuntimeConfig, load_profile
 from vitron_ros.core.errors import CheckpointLoadError, VitronInputError
@@ -238,3 +238,16 @@ def test_a_load_that_runs_out_of_memory_leaves_the_pipeline_serving_with_the_err
     monkeypatch.undo()  # memory freed elsewhere: the next query loads it
     assert pipeline.ground_reply(scene, "x", reply).images
     assert "editor_load_error" not in pipeline.runtime_status()
+
+
+def test_runtime_section_is_checked_like_every_profile_section():
+    from vitron_ros.core.config import profile_from_dict
+
+    body = {"llm": {"model": "x"}, "segmenter": {"arch": "tiny", "checkpoint": "y"},
+            "runtime": {"backend": "tensorrt", "fallback": ["onnxruntime"], "memory_budget_mb": 6000}}
+    runtime = profile_from_dict("robot", body).runtime
+    assert runtime.order() == ["tensorrt", "onnxruntime"] and runtime.memory_budget_mb == 6000
+    with pytest.raises(VitronInputError, match=r"profile 'robot'.runtime: unknown key\(s\) \['budget'\]"):
+        profile_from_dict("robot", {**body, "runtime": {"budget": 1}})
+    with pytest.raises(VitronInputError, match="memory_budget_mb: must be >= 0"):
+        profile_from_dict("robot", {**body, "runtime": {"memory_budget_mb": -5}})

@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     query.add_argument("--out", default="vitron_out", help="folder for overlay.png and result.json")
     query.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
+    _runtime_options(query)
 
     edit = commands.add_parser("edit", help="edit an image by request; writes before.png, edited.png, result.json")
     edit.add_argument("image", help="image file (PNG, JPEG, ...)")
@@ -64,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
         command.add_argument("--out", default=out, help="folder for the images and result.json")
         command.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
+        _runtime_options(command)
 
     replay = commands.add_parser("replay", help="run the ROS node's handlers over a bag or video; write a bag")
     replay.add_argument("input", help="rosbag2 folder (sqlite3 or MCAP), .mcap/.db3 file, or video file")
@@ -140,6 +142,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _runtime_options(command) -> None:
+    command.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "tensorrt"),
+                         help="encoders' backend (falls back visibly where it cannot run); default: the profile's")
+    command.add_argument("--precision", default=None, choices=("float16", "bfloat16", "float32"),
+                         help="every model's dtype on CUDA (CPU: float32); default: the profile's")
+
+
+def _load_profile(args):
+    """The profile named by --profile, with --backend / --precision (where the command has them) over its runtime."""
+    import dataclasses
+
+    from .core.config import load_profile
+
+    profile = load_profile(args.profile, args.profiles_file)
+    changes = {k: v for k in ("backend", "precision") if (v := getattr(args, k, None)) is not None}
+    return dataclasses.replace(profile, runtime=dataclasses.replace(profile.runtime, **changes)) if changes else profile
+
+
 def _legible(image, masks, min_side: int = 256):
     """Small images (ShapesWorld's 64 px) are drawn enlarged, pixel for pixel, so labels and edges stay readable."""
     import numpy as np
@@ -154,13 +174,12 @@ def _legible(image, masks, min_side: int = 256):
 
 
 def _query(args) -> int:
-    from .core.config import load_profile
     from .core.image_io import load_image, save_image
     from .core.overlay import render_overlay
     from .core.pipeline import VitronPipeline
     from .core.sketch import Sketch
 
-    profile = load_profile(args.profile, args.profiles_file)
+    profile = _load_profile(args)
     image = load_image(args.image)
     sketches = [Sketch.point(*_numbers(p, 2, "--point")) for p in args.point]
     sketches += [Sketch.box(*_numbers(b, 4, "--box")) for b in args.box]
@@ -204,11 +223,10 @@ def _edit(args) -> int:
     """`vitron edit` and `vitron generate`: the request through VITRON; every image it makes is written."""
     import numpy as np
 
-    from .core.config import load_profile
     from .core.image_io import load_image, save_image
     from .core.pipeline import VitronPipeline
 
-    profile = load_profile(args.profile, args.profiles_file)
+    profile = _load_profile(args)
     if args.command == "edit" or args.image:
         image = load_image(args.image)  # fail before the (slow) model load
     else:

@@ -77,11 +77,14 @@ def engine_folder(runtime: RuntimeConfig) -> Path:
 def export_onnx(exportable: Exportable, path: str | Path, dtype: str = "float32") -> str:
     """Export with torch's ONNX exporter (torch.export first; the TorchScript tracer where that fails).
     Returns which exporter wrote the file."""
+    import copy
     import warnings
 
     import torch
 
-    module = exportable.module.to(resolve_dtype(dtype))
+    module = exportable.module
+    if any(p.dtype != resolve_dtype(dtype) for p in module.parameters() if p.is_floating_point()):
+        module = copy.deepcopy(module).to(resolve_dtype(dtype))  # the live model keeps its dtype
     example = tuple(t.to(resolve_dtype(dtype)) if t.is_floating_point() else t for t in exportable.example)
     kwargs = dict(input_names=list(exportable.input_names), output_names=list(exportable.output_names),
                   dynamic_axes={k: dict(v) for k, v in exportable.dynamic.items()} or None, opset_version=18)

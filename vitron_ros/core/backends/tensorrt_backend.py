@@ -153,7 +153,7 @@ class TensorRTRunner:
     def create(cls, exportable: Exportable, runtime, device: str, dtype: str, progress=print) -> TensorRTRunner:
         import tensorrt as trt
 
-        onnx_path = cached_onnx(exportable, runtime, "float32", progress)  # TensorRT lowers precision itself
+        onnx_path = cached_onnx(exportable, runtime, dtype, progress)  # in the model's dtype; the builder flag matches
         key = engine_key(onnx_path, exportable, dtype, device)
         cache = EngineCache(engine_folder(runtime))
         build = lambda: build_engine(onnx_path, exportable, dtype, runtime.tensorrt_workspace_mb, progress)  # noqa: E731

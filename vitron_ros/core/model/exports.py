@@ -120,8 +120,7 @@ def sam2_vision_export(model) -> Exportable:
     side = model.config.image_size
     wrapper = Sam2VisionExport(model.vision_encoder).eval()
     example = torch.randn(1, 3, side, side)
-    with torch.inference_mode():
-        levels = len(wrapper(example.to(next(wrapper.parameters()).dtype))) // 2
+    levels = model.config.vision_config.num_feature_levels
     names = tuple(f"fpn_{i}" for i in range(levels)) + tuple(f"fpn_position_{i}" for i in range(levels))
     return Exportable("sam2_vision", wrapper, (example,), ("pixel_values",), names)
 
