@@ -101,7 +101,7 @@ def real_size_parts():
 
     parts = {"SAM ViT-B 1024": sam_image_encoder_export(sam_model_registry["vit_b"]())}
     config = llava_config()
-    tower = CLIPVisionModel(config.vision_config).vision_model
+    tower = CLIPVisionModel(config.vision_config)  # what LLaVA builds as its vision_tower
     llava = types.SimpleNamespace(config=config, model=types.SimpleNamespace(
         vision_tower=tower, multi_modal_projector=LlavaMultiModalProjector(config)))
     parts["CLIP-L/336 + proj"] = clip_vision_export(llava, frames=2)

@@ -182,3 +182,11 @@ def test_camera_info_that_does_not_match_the_images_is_a_warning(factory):
     )  # fmt: skip
     models, front = msg.status
     assert models.level == WARN and front.level == WARN and "camera_info is 640x480" in front.message
+    # while activate loads, the model status says what it is doing (an engine build takes minutes)
+    building = runtime_status(None, "building engine for unet (float16): no cached engine")
+    msg = diagnostics_msg(factory, header(factory, 2), "vitron", {}, {}, building, False, {})
+    assert msg.status[0].level == OK and msg.status[0].message == (
+        "loading models: building engine for unet (float16): no cached engine")
+    failed = {"activity": "idle", "editor_load_error": "the editor could not be loaded: OutOfMemoryError: CUDA out"}
+    msg = diagnostics_msg(factory, header(factory, 3), "vitron", {}, {}, failed, True, {})
+    assert msg.status[0].level == WARN and msg.status[0].message.startswith("the editor could not be loaded")

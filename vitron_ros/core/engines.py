@@ -18,10 +18,11 @@ class EngineReport:
     max_abs_diff: float  # against the PyTorch module, on the export's example inputs
     output_scale: float  # max |reference|
     tolerance: float
-    ok: bool
+    ok: bool  # matches PyTorch within the tolerance
+    on_requested: bool  # runs on the backend asked for (not a fallback)
 
     def line(self) -> str:
-        verdict = "ok" if self.ok else "MISMATCH"
+        verdict = ("ok" if self.ok else "MISMATCH") + ("" if self.on_requested else " (fell back)")
         return (f"{self.name:<18} {self.backend:<40} {self.seconds:6.1f} s  max|diff| {self.max_abs_diff:.2e} "
                 f"(output scale {self.output_scale:.2g}, tolerance {self.tolerance:.0e} x max(1, scale))  {verdict}")
 
@@ -42,5 +43,5 @@ def build_engines(profile: ProfileConfig, backend: str, device: str, progress=pr
         diff, scale = parity(exportable, encoder)
         tolerance = 1e-3 if dtype == "float32" else 5e-2
         reports.append(EngineReport(name, encoder.describe(), encoder.load_seconds, diff, scale, tolerance,
-                                    parity_ok(diff, scale, tolerance)))
+                                    parity_ok(diff, scale, tolerance), encoder.backend == backend))
     return reports

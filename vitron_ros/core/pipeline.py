@@ -109,11 +109,9 @@ class VitronPipeline:
 
     @property
     def modules(self) -> dict[str, frozenset[str]]:
-        """Module name -> tasks, for the parser: the loaded specialist's own, else its registry entry's."""
-        return {
-            name: frozenset(loaded.tasks if (loaded := self.specialists.peek(name)) is not None else SPECIALISTS[name].tasks)
-            for name in self.specialists.names
-        }
+        """Module name -> tasks, for the parser: the registry's, whether or not the specialist is loaded now (one it
+        cannot serve, like `instruct` without an InstructPix2Pix model, fails at the specialist with the reason)."""
+        return {name: frozenset(SPECIALISTS[name].tasks) for name in self.specialists.names}
 
     @property
     def device(self) -> str:
@@ -144,10 +142,10 @@ class VitronPipeline:
     def run_specialist(self, name: str, frame: Frame, calls: Sequence[SpecialistCall]) -> list:
         """`name`'s outputs for `calls`, loading it first; a specialist that cannot load fails each call with why."""
         try:
-            specialist = self.specialists.acquire(name)
+            with self.specialists.using(name) as specialist:
+                return specialist.run(frame, calls)
         except SpecialistUnavailable as exc:
             return [exc] * len(calls)
-        return specialist.run(frame, calls)
 
     @classmethod
     def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> VitronPipeline:

@@ -12,10 +12,11 @@ building an engine).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,13 +52,32 @@ def tensor_bytes(modules) -> int:
     return total
 
 
-def disk_bytes(section) -> int:
-    """Weight files a section's paths name (file, or folder searched recursively): the estimate before a load."""
-    total = 0
+def section_paths(section) -> list[Path]:
+    """The local files or folders a section's `paths` fields name (a hub id through the local cache, if there)."""
+    found = []
     for field in getattr(type(section), "paths", ()):
         value = getattr(section, field, None)
-        path = Path(value) if isinstance(value, str) else None
-        if path is None or not path.exists():
+        if not isinstance(value, str):
+            continue
+        path = Path(value)
+        if not path.exists() and value.count("/") == 1 and not value.startswith((".", "/", "~")):
+            try:  # a hub id: its snapshot in the local Hugging Face cache (robots run offline)
+                from huggingface_hub import snapshot_download
+
+                path = Path(snapshot_download(value, revision=getattr(section, "revision", None), local_files_only=True))
+            except Exception:  # noqa: BLE001 - not fetched: nothing to estimate from
+                continue
+        if path.exists():
+            found.append(path.resolve())
+    return found
+
+
+def disk_bytes(section, already_loaded: set[Path] = frozenset()) -> int:
+    """Weight files under a section's paths, except those already loaded (the generator shares the editor's
+    folder): the estimate of what its load adds, before it is loaded."""
+    total = 0
+    for path in section_paths(section):
+        if path in already_loaded:
             continue
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES]
         total += sum(p.stat().st_size for p in files if p.is_file())
@@ -85,6 +105,8 @@ class SpecialistPool:
         self._records: dict[str, LoadRecord] = {}
         self._known_bytes: dict[str, int] = {}
         self._pinned: set[str] = set()
+        self._in_use: Counter[str] = Counter()  # calls running on each specialist now: never unloaded under them
+        self._loading: dict[str, threading.Event] = {}  # loads under way (outside the lock: they take minutes)
         self._lock = threading.RLock()
         for name, specialist in (loaded or {}).items():
             self._admit(name, specialist, 0.0)
@@ -123,47 +145,90 @@ class SpecialistPool:
 
     # -- loading --------------------------------------------------------------------------------------------------
     def acquire(self, name: str) -> Specialist:
-        """The loaded specialist, loading it first (and unloading the least recently used ones to make room)."""
-        with self._lock:
-            if name in self._loaded:
-                self._loaded.move_to_end(name)
-                self._records[name].last_used = time.monotonic()
-                return self._loaded[name]
-            if name not in self.names:
-                raise KeyError(f"no specialist {name!r} in this profile; configured: {self.names}")
-            if self.profile is None:
-                raise SpecialistUnavailable(f"the {name} was unloaded and this pool has no profile to reload it from")
-            section = self.profile.section(name)
-            self._make_room(self._known_bytes.get(name) or disk_bytes(section), keep=name)
-            self.activity = f"loading {name}"
-            start = time.perf_counter()
-            try:
-                specialist = SPECIALISTS[name].build(section, self.profile, self.device, self._report)
-                if self.check is not None:
-                    self.check(name, specialist)
-            except Exception as exc:  # noqa: BLE001 - out of memory, a missing or broken checkpoint: reported
-                specialist = None
-                self._free_cache()
-                message = f"the {name} could not be loaded: {describe_error(exc)}"
+        """The loaded specialist, loading it first (and unloading the least recently used ones to make room).
+
+        The load runs outside the pool's lock, so diagnostics and other specialists' calls go on while an engine
+        builds; a second caller for the same specialist waits for that load."""
+        while True:
+            with self._lock:
+                if name in self._loaded:
+                    self._loaded.move_to_end(name)
+                    self._records[name].last_used = time.monotonic()
+                    return self._loaded[name]
+                if name not in self.names:
+                    raise KeyError(f"no specialist {name!r} in this profile; configured: {self.names}")
+                if self.profile is None:
+                    raise SpecialistUnavailable(f"the {name} was unloaded and this pool has no profile to reload it")
+                pending = self._loading.get(name)
+                if pending is None:
+                    self._loading[name] = threading.Event()
+                    self._make_room(self._estimate(name), keep=name)
+                    break
+            pending.wait()  # another caller is loading it: take its result (or its failure)
+            with self._lock:
+                if name not in self._loaded and name in self.failures:
+                    raise SpecialistUnavailable(self.failures[name])
+        self.activity = f"loading {name}"
+        start = time.perf_counter()
+        try:
+            specialist = SPECIALISTS[name].build(self.profile.section(name), self.profile, self.device, self._report)
+            if self.check is not None:
+                self.check(name, specialist)
+        except Exception as exc:  # noqa: BLE001 - out of memory, a missing or broken checkpoint: reported
+            specialist = None
+            self._free_cache()
+            message = f"the {name} could not be loaded: {describe_error(exc)}"
+            with self._lock:
                 self.failures[name] = message  # the caller reports it (an answer's errors, a CLI's one line)
-                raise SpecialistUnavailable(message) from exc
-            finally:
-                self.activity = ""
+            raise SpecialistUnavailable(message) from exc
+        finally:
+            self.activity = ""
+            with self._lock:
+                self._loading.pop(name).set()
+        with self._lock:
             self.failures.pop(name, None)
             self._admit(name, specialist, time.perf_counter() - start)
             self._make_room(0, keep=name)
             return specialist
 
+    @contextlib.contextmanager
+    def using(self, name: str):
+        """`with pool.using("editor") as editor:` the specialist, loaded, and never unloaded while the block runs."""
+        while True:
+            specialist = self.acquire(name)
+            with self._lock:
+                if self._loaded.get(name) is specialist:  # not unloaded between the two
+                    self._in_use[name] += 1
+                    break
+        try:
+            yield specialist
+        finally:
+            with self._lock:
+                self._in_use[name] -= 1
+
+    def _estimate(self, name: str) -> int:
+        """Bytes a load of `name` will add: measured at its last load, else its weight files not already loaded."""
+        if name in self._known_bytes:
+            return self._known_bytes[name]
+        loaded = {path for other in self._loaded for path in section_paths(self.profile.section(other))}
+        return disk_bytes(self.profile.section(name), loaded)
+
     def preload(self) -> None:
-        """Load every specialist in profile order while it fits the budget without unloading another."""
+        """Load every specialist in profile order while it fits the budget without unloading another. A required
+        one (the segmenter) that fails raises; another is recorded in `failures` and tried again on first use."""
         for name in self.names:
             with self._lock:
-                estimate = self._known_bytes.get(name) or disk_bytes(self.profile.section(name)) if self.profile else 0
+                estimate = self._estimate(name) if self.profile is not None else 0
                 if self.budget_bytes and self._loaded and self.memory_bytes() + estimate > self.budget_bytes:
                     self._progress(f"not preloading {name}: it would not fit the {self.budget_bytes >> 20} MB budget "
                                    "beside what is loaded; it loads on first use")
                     continue
-            self.acquire(name)
+            try:
+                self.acquire(name)
+            except SpecialistUnavailable as exc:
+                if SPECIALISTS[name].required:
+                    raise
+                self._progress(f"{exc}; the others serve, and it is tried again on first use")
 
     def pin(self, name: str) -> None:
         """Never unload `name` (a live tracker's streams hold its model)."""
@@ -192,11 +257,10 @@ class SpecialistPool:
         if not self.budget_bytes:
             return
         while self.memory_bytes() + incoming > self.budget_bytes:
-            victims = [n for n in self._loaded if n != keep and n not in self._pinned]
+            victims = [n for n in self._loaded if n != keep and n not in self._pinned and not self._in_use[n]]
             if not victims:
-                if self.memory_bytes() + incoming > self.budget_bytes:
-                    self._progress(f"{keep} needs about {incoming / 2**20:.0f} MB beyond what is loaded: over the "
-                                   f"{self.budget_bytes / 2**20:.0f} MB budget with nothing left to unload")
+                self._progress(f"{keep} needs about {incoming / 2**20:.0f} MB beyond what is loaded: over the "
+                               f"{self.budget_bytes / 2**20:.0f} MB budget with nothing left to unload (in use or pinned)")
                 return
             self.unload(victims[0])
 
@@ -224,12 +288,13 @@ class SpecialistPool:
 
     def status(self) -> dict[str, str]:
         """Key -> value for diagnostics."""
+        activity = self.activity  # read without waiting on a load
         with self._lock:
             values = {
                 "memory_budget_mb": f"{self.budget_bytes / 2**20:.0f}" if self.budget_bytes else "unlimited",
                 "specialists_loaded": ",".join(self._loaded) or "none",
                 "specialists_memory_mb": f"{self.memory_bytes() / 2**20:.1f}",
-                "activity": self.activity or "idle",
+                "activity": activity or "idle",
             }
             for name, record in self._records.items():
                 values[f"{name}_mb"] = f"{record.bytes / 2**20:.1f}"

@@ -80,9 +80,12 @@ class NodeHealth:
             return values
 
 
-def runtime_status(pipeline) -> dict[str, str]:
-    """The pipeline's runtime report (memory, loaded specialists, backends, activity); empty when none is loaded."""
-    return {} if pipeline is None else pipeline.runtime_status()
+def runtime_status(pipeline, loading: str = "") -> dict[str, str]:
+    """The pipeline's runtime report (memory, loaded specialists, backends, activity); while none is loaded, what the
+    load is doing (`loading`: its last progress line)."""
+    if pipeline is None:
+        return {"activity": loading} if loading else {}
+    return pipeline.runtime_status()
 
 
 def camera_info_summary(info, image_hw: tuple[int, int] | None) -> tuple[int, str]:
@@ -117,7 +120,9 @@ def diagnostics_msg(
     model_values = {"loaded": models_loaded, "model_memory_mb": "0.0", **runtime}
     activity = runtime.get("activity", "idle")
     load_errors = [v for k, v in runtime.items() if k.endswith("_load_error")]
-    if not models_loaded:
+    if not models_loaded and activity != "idle":  # activating: loading, exporting, building engines
+        level, message = OK, f"loading models: {activity}"
+    elif not models_loaded:
         level, message = WARN, "models not loaded (node inactive)"
     elif activity != "idle":  # a load, an ONNX export or a TensorRT engine build under way: minutes, not silence
         level, message = OK, activity

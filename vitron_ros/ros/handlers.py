@@ -23,6 +23,7 @@ from ..core.errors import (
 from ..core.masks import mask_to_box
 from ..core.results import SOURCE_EVERYTHING, SOURCE_USER_PROMPT, GroundedMask
 from ..core.sketch import Sketch
+from ..core.specialist_pool import SpecialistUnavailable
 from ..core.specialists import Frame, SpecialistCall
 from .frame_buffer import CameraFrames, StampedFrame
 from .image_conversions import image_to_rgb
@@ -84,6 +85,7 @@ class VitronHandlers:
         self.video_frames = video_frames  # frames a VideoQuery's encoder samples when the goal does not say
         self.cropped_masks = cropped_masks  # published masks cover their box only (mask_format: cropped)
         self.pipeline = None
+        self.loading = ""  # the last progress line while models load on activate (exports, engine builds)
         self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
         # guards swapping the pipeline (activate / deactivate); the pipeline's own locks make queries from different
         # cameras take turns on the LLM and SAM, while a long generation or edit holds only its specialist's lock
@@ -96,11 +98,21 @@ class VitronHandlers:
     def load(self, profile, device: str = "cpu", progress=print) -> None:
         from ..core.pipeline import VitronPipeline
 
-        self.attach(VitronPipeline.from_profile(profile, device=device, progress=progress))
+        def report(message: str) -> None:
+            self.loading = message  # diagnostics show it while activate runs: an engine build is minutes, not silence
+            progress(message)
+
+        try:
+            self.attach(VitronPipeline.from_profile(profile, device=device, progress=report))
+        finally:
+            self.loading = ""
 
     def attach(self, pipeline) -> None:
         """Serve with a loaded pipeline: queries through it, and a live tracker per camera when it has SAM 2."""
-        tracker = pipeline.specialists.get("tracker")
+        try:
+            tracker = pipeline.specialists.get("tracker")
+        except SpecialistUnavailable:  # recorded in the pool's failures, shown in diagnostics; queries still serve
+            tracker = None
         if tracker is not None:
             pipeline.specialists.pin("tracker")  # the cameras' live streams hold its model
         deferred = self.run_in_background is not None

@@ -229,7 +229,9 @@ class VitronNode(LifecycleNode):
             self.create_service(RemoveObject, "~/remove_object",
                                 self._service("RemoveObject", self._on_remove_object, _listing_failed),
                                 callback_group=requests_group, qos_profile=SERVICE_QOS),
-            self.create_timer(p.diagnostics_period_s, self._contained("diagnostics", self._publish_diagnostics)),
+            # its own group: it reports "loading models: ..." while a lifecycle transition (another callback) loads
+            self.create_timer(p.diagnostics_period_s, self._contained("diagnostics", self._publish_diagnostics),
+                              callback_group=MutuallyExclusiveCallbackGroup()),
         ]
         accept = {"goal_callback": lambda _goal: GoalResponse.ACCEPT,
                   "cancel_callback": lambda _goal: CancelResponse.ACCEPT, "callback_group": requests_group}
@@ -620,7 +622,7 @@ class VitronNode(LifecycleNode):
         contained = executor.errors if isinstance(executor, ContainedExecutor) else 0
         msg = diagnostics_msg(
             self.factory, header, self.get_name(), cameras, self.latency.summary(),
-            runtime_status(pipeline), pipeline is not None, refused, infos,
+            runtime_status(pipeline, handlers.loading), pipeline is not None, refused, infos,
             self.health.snapshot(contained), {name: loop.stats() for name, loop in self.tracking_loops.items()},
         )  # fmt: skip
         with self._entities:

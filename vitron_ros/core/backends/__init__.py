@@ -112,6 +112,8 @@ def load_encoder(
                 runner = entry.build(exportable, runtime, device, dtype, progress)
             except BackendUnavailable as exc:
                 reason = str(exc)
+            except Exception as exc:  # noqa: BLE001 - a failed export or build: the next backend may still run it
+                reason = f"{type(exc).__name__}: {str(exc)[:300]}"
             else:
                 encoder = Encoder(exportable.name, name, dtype, device, runner, skipped, time.perf_counter() - start)
                 if skipped:

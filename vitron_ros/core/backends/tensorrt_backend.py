@@ -10,6 +10,7 @@ another machine) is rebuilt, never loaded. `vitron engines build` does the build
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -52,13 +53,15 @@ class EngineCache:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 
-    def paths(self, name: str, precision: str) -> tuple[Path, Path]:
-        stem = self.folder / f"{name}-{precision}"
+    def paths(self, name: str, key: EngineKey) -> tuple[Path, Path]:
+        """One engine per encoder, precision and ONNX file (two profiles, or SAM ViT-B and ViT-H, never share one);
+        the key beside it says what built it."""
+        stem = self.folder / f"{name}-{key.precision}-{key.onnx_sha256[:12]}"
         return stem.with_suffix(".engine"), stem.with_suffix(".json")
 
     def lookup(self, name: str, key: EngineKey) -> tuple[bytes | None, str]:
         """(engine bytes, '') when a cached engine was built with exactly `key`; else (None, why not)."""
-        engine, meta = self.paths(name, key.precision)
+        engine, meta = self.paths(name, key)
         if not engine.is_file():
             return None, "no cached engine"
         try:
@@ -71,7 +74,7 @@ class EngineCache:
         return engine.read_bytes(), ""
 
     def store(self, name: str, key: EngineKey, data: bytes) -> Path:
-        engine, meta = self.paths(name, key.precision)
+        engine, meta = self.paths(name, key)
         self.folder.mkdir(parents=True, exist_ok=True)
         meta.unlink(missing_ok=True)  # the key goes last: an engine without one is never trusted
         partial = engine.with_suffix(".engine.partial")
@@ -83,7 +86,7 @@ class EngineCache:
     def load_or_build(self, name: str, key: EngineKey, build: Callable[[], bytes], progress=print) -> bytes:
         data, why = self.lookup(name, key)
         if data is not None:
-            progress(f"{name}: TensorRT engine from the cache ({self.paths(name, key.precision)[0]})")
+            progress(f"{name}: TensorRT engine from the cache ({self.paths(name, key)[0]})")
             return data
         progress(f"building engine for {name} ({key.precision}): {why}; this takes minutes on a Jetson")
         start = time.perf_counter()
@@ -124,6 +127,23 @@ def build_engine(onnx_path: Path, exportable: Exportable, precision: str, worksp
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "bfloat16":
         config.set_flag(trt.BuilderFlag.BF16)
+    if hasattr(trt, "IProgressMonitor"):  # TensorRT >= 10: the build's phases as progress lines
+
+        class BuildProgress(trt.IProgressMonitor):
+            def __init__(self):
+                trt.IProgressMonitor.__init__(self)
+
+            def phase_start(self, phase_name, parent_phase, num_steps):
+                if parent_phase is None:
+                    progress(f"  engine build: {phase_name} ({num_steps} steps)")
+
+            def step_complete(self, phase_name, step):
+                return True  # False would cancel the build
+
+            def phase_finish(self, phase_name):
+                pass
+
+        config.progress_monitor = BuildProgress()
     profile = builder.create_optimization_profile()
     for name, (low, opt, high) in exportable.shape_profile().items():
         profile.set_shape(name, low, opt, high)
@@ -140,6 +160,7 @@ class TensorRTRunner:
 
         self.engine, self.device = engine, device
         self.context = engine.create_execution_context()
+        self.lock = threading.Lock()  # one context: shapes and addresses are set per call (cameras share an encoder)
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         import tensorrt as trt
 
@@ -169,6 +190,10 @@ class TensorRTRunner:
         return cls(engine, device)
 
     def __call__(self, *inputs) -> tuple:
+        with self.lock:
+            return self._run(inputs)
+
+    def _run(self, inputs) -> tuple:
         import torch
 
         stream = torch.cuda.current_stream(torch.device(self.device))
@@ -176,7 +201,10 @@ class TensorRTRunner:
         for name, tensor in zip(self.inputs, inputs, strict=True):
             tensor = tensor.to(self.device, self.torch_dtypes[name]).contiguous()
             held.append(tensor)
-            self.context.set_input_shape(name, tuple(tensor.shape))
+            if not self.context.set_input_shape(name, tuple(tensor.shape)):
+                low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+                raise ValueError(f"{name} shape {tuple(tensor.shape)} is outside the engine's profile "
+                                 f"{tuple(low)}..{tuple(high)}; rebuild with a wider shape range")
             self.context.set_tensor_address(name, tensor.data_ptr())
         outputs = []
         for name in self.outputs:

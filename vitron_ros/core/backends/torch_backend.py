@@ -13,9 +13,10 @@ class TorchRunner:
     def __init__(self, exportable: Exportable, device: str, dtype: str, compile: bool = False):
         import torch
 
-        self.dtype = resolve_dtype(dtype)
         self.device = device
-        self.module = exportable.module.to(device=device, dtype=self.dtype).eval()
+        self.module = exportable.module.eval()  # the live model's own module: already on its device, in its dtype
+        parameter = next(self.module.parameters(), None)
+        self.dtype = parameter.dtype if parameter is not None else resolve_dtype(dtype)
         # compile the forward, not the module: the module stays the one the rest of the model holds
         self.forward = torch.compile(self.module) if compile else self.module
 

@@ -80,8 +80,7 @@ def clip_vision_export(llava, frames: int = 2, max_frames: int = 16) -> Exportab
     The example holds two frames: an exporter specialises an axis it sees at size 1."""
     torch, nn = _nn()
     cfg = llava.config
-    if not isinstance(cfg.vision_feature_layer, int):
-        raise ValueError(f"vision_feature_layer {cfg.vision_feature_layer!r}: the export reads one layer")
+    layers = cfg.vision_feature_layer if isinstance(cfg.vision_feature_layer, (list, tuple)) else [cfg.vision_feature_layer]
 
     class ClipVisionExport(nn.Module):
         def __init__(self, vision_tower, projector):
@@ -89,13 +88,13 @@ def clip_vision_export(llava, frames: int = 2, max_frames: int = 16) -> Exportab
             self.vision_tower, self.projector = vision_tower, projector
 
         def forward(self, pixel_values):
-            # LlavaModel.get_image_features for one feature layer, without its split into a per-image list
-            # (which would fix the frame count in the export)
+            # LlavaModel.get_image_features without its split into a per-image list (which would fix the frame
+            # count in the export)
             hidden = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
-            selected = hidden.hidden_states[cfg.vision_feature_layer]
+            selected = [hidden.hidden_states[layer] for layer in layers]
             if cfg.vision_feature_select_strategy == "default":
-                selected = selected[:, 1:]  # drop CLS
-            return self.projector(selected)
+                selected = [states[:, 1:] for states in selected]  # drop CLS
+            return self.projector(torch.cat(selected, dim=-1) if len(selected) > 1 else selected[0])
 
     side = cfg.vision_config.image_size
     return Exportable("clip_vision", ClipVisionExport(llava.model.vision_tower, llava.model.multi_modal_projector).eval(), (torch.randn(frames, 3, side, side),),
@@ -156,7 +155,9 @@ def unet_export(unet, resolution: int, latent_scale: int, text_tokens: int = 77,
             self.unet = unet
 
         def forward(self, sample, timestep, encoder_hidden_states):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+            # the class's forward, not the instance's: install_unet replaces the latter with a call into this
+            forward = type(self.unet).forward
+            return forward(self.unet, sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
     side = resolution // latent_scale
     cfg = unet.config
