@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from vitron_ros.core.config import RuntimeConfig
 from vitron_ros.core.errors import VitronInputError
 from vitron_ros.core.invocation import parse_reply
 from vitron_ros.core.shapes.edits import EDIT_TASKS, edit_case, layout_case, read_edit, read_shape
@@ -111,7 +112,8 @@ def test_diffusion_and_signal_stages_save_what_the_editor_loads(trained_small, t
     assert report["unet"]["steps"] == 3 and np.isfinite(report["unet"]["loss_last"])
     assert signal["examples"] >= 1 and (folder / "signal_projector.safetensors").is_file()
     config = EditorConfig(model=str(folder), resolution=64, steps=2, guidance_scale=1.0, dtype="float32")
-    editor = DiffusionEditor.from_config(config, SimpleNamespace(name="test"))  # the profile only names the fetch hint
+    # the profile gives the fetch hint and the runtime (backend, precision)
+    editor = DiffusionEditor.from_config(config, SimpleNamespace(name="test", runtime=RuntimeConfig()))
     assert editor.signal_dim == tiny_pipeline.llm.hidden_size
     scene = generate_scene(2_000_000_001)
     case = edit_case(scene, "recolour", np.random.default_rng(0))

@@ -91,6 +91,7 @@ class VitronPipeline:
             if (loaded := self.specialists.peek(name)) is not None:
                 self._check_specialist(name, loaded)
         self.specialists.check = self._check_specialist  # and every specialist loaded later
+        self._llm_bytes: int | None = None
 
     def _check_specialist(self, name: str, specialist: Specialist) -> None:
         """The LLM's signal widths must match what the specialist reads; else the checkpoints do not belong together."""
@@ -118,11 +119,10 @@ class VitronPipeline:
         return str(self.llm.device)
 
     def memory_bytes(self) -> int:
-        """Bytes of the loaded models' weights: the LLM's and the loaded specialists', shared tensors once."""
-        return tensor_bytes([*self.llm.modules(), *(m for _, s in self._loaded() for m in s.modules())])
-
-    def _loaded(self):
-        return [(n, s) for n in self.specialists.names if (s := self.specialists.peek(n)) is not None and hasattr(s, "modules")]
+        """Bytes of the loaded models' weights: the LLM's (counted once) and the loaded specialists'."""
+        if self._llm_bytes is None:
+            self._llm_bytes = tensor_bytes(self.llm.modules())
+        return self._llm_bytes + self.specialists.memory_bytes()
 
     def runtime_status(self) -> dict[str, str]:
         """What diagnostics show about the runtime: the LLM's encoders' backends, and the pool's status."""

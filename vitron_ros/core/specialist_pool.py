@@ -105,6 +105,7 @@ class SpecialistPool:
         self._records: dict[str, LoadRecord] = {}
         self._known_bytes: dict[str, int] = {}
         self._pinned: set[str] = set()
+        self._memory = 0  # bytes of what is loaded, recounted on each load and unload (diagnostics ask at 20 Hz)
         self._in_use: Counter[str] = Counter()  # calls running on each specialist now: never unloaded under them
         self._loading: dict[str, threading.Event] = {}  # loads under way (outside the lock: they take minutes)
         self._lock = threading.RLock()
@@ -240,6 +241,7 @@ class SpecialistPool:
             if self._loaded.pop(name, None) is None:
                 return
             record = self._records.pop(name)
+            self._memory = self._count_memory()
             self._progress(f"unloaded {name} ({record.bytes / 2**20:.1f} MB) to stay within the "
                            f"{self.budget_bytes / 2**20:.0f} MB budget")
             self._free_cache()
@@ -250,6 +252,7 @@ class SpecialistPool:
         self._loaded[name] = specialist
         self._known_bytes[name] = size
         self._records[name] = LoadRecord(size, seconds, time.monotonic(), encoders)
+        self._memory = self._count_memory()
         self._progress(f"loaded {name}: {size / 2**20:.1f} MB in {seconds:.1f} s" +
                        "".join(f"; {key} on {text}" for key, text in encoders.items()))
 
@@ -278,6 +281,10 @@ class SpecialistPool:
 
     # -- reports --------------------------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
+        """Bytes of the loaded specialists' weights, shared tensors once."""
+        return self._memory
+
+    def _count_memory(self) -> int:
         with self._lock:
             modules = [m for s in self._loaded.values() if hasattr(s, "modules") for m in s.modules()]
         return tensor_bytes(modules)
