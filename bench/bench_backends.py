@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling benches' real-size builders
 
-ORIN = {"AGX Orin 32 GB": 32, "Orin Nano 8 GB": 8}
 # what the OS, ROS 2 and CUDA context leave of a Jetson's shared memory (JetPack reserves ~2.5 GB on the 32 GB
 # module and ~1.5-2 GB on the 8 GB one; the rest of the robot's software needs its share too)
 ORIN_USABLE_GB = {"AGX Orin 32 GB": 26.0, "Orin Nano 8 GB": 5.5}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .backends import load_encoder, parity, parity_ok
+from .backends import HALF_PARITY_TOLERANCE, PARITY_TOLERANCE, load_encoder, parity, parity_ok
 from .config import ProfileConfig
 
 
@@ -41,7 +41,7 @@ def build_engines(profile: ProfileConfig, backend: str, device: str, progress=pr
         dtype = str(next(exportable.module.parameters()).dtype).removeprefix("torch.")
         encoder = load_encoder(exportable, target, pipeline.device, dtype, progress)
         diff, scale = parity(exportable, encoder)
-        tolerance = 1e-3 if dtype == "float32" else 5e-2
+        tolerance = PARITY_TOLERANCE if dtype == "float32" else HALF_PARITY_TOLERANCE
         reports.append(EngineReport(name, encoder.describe(), encoder.load_seconds, diff, scale, tolerance,
                                     parity_ok(diff, scale, tolerance), encoder.backend == backend))
     return reports

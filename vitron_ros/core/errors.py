@@ -13,5 +13,11 @@ class CheckpointLoadError(RuntimeError):
     """A model file exists but could not be loaded (corrupt, wrong architecture, unsafe format)."""
 
 
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """'TypeName: first line of the message' (cut at `limit`), for one-line reports of a contained failure."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+
+
 class QueryCancelled(RuntimeError):
     """The caller cancelled a query while it ran (an action's cancel request); no result was produced."""

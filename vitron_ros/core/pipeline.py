@@ -79,6 +79,9 @@ class VitronPipeline:
         unknown = sorted(set(self.specialists.names) - set(SPECIALISTS))
         if unknown:
             raise ValueError(f"specialists {unknown} have no registry entry; registered: {sorted(SPECIALISTS)}")
+        # module name -> tasks, for the parser: the registry's, loaded or not (a task a specialist cannot serve, like
+        # `instruct` without an InstructPix2Pix model, fails at the specialist with the reason)
+        self.modules = {name: frozenset(SPECIALISTS[name].tasks) for name in self.specialists.names}
         # The LLM, the grounder and the tracker serve one query at a time; a long-running specialist has its own
         # lock and runs after the model lock is released.
         self.model_lock = threading.RLock()
@@ -107,12 +110,6 @@ class VitronPipeline:
                 f"the {name}'s signal projector reads {width}-wide [SEG] states but the LLM's are "
                 f"{llm.hidden_size}: the {name} and LLM checkpoints do not belong together"
             )
-
-    @property
-    def modules(self) -> dict[str, frozenset[str]]:
-        """Module name -> tasks, for the parser: the registry's, whether or not the specialist is loaded now (one it
-        cannot serve, like `instruct` without an InstructPix2Pix model, fails at the specialist with the reason)."""
-        return {name: frozenset(SPECIALISTS[name].tasks) for name in self.specialists.names}
 
     @property
     def device(self) -> str:

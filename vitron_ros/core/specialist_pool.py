@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import CheckpointLoadError
+from .errors import CheckpointLoadError, short_error
 from .specialists import SPECIALISTS, Specialist
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt", ".ckpt")
@@ -35,7 +35,6 @@ class SpecialistUnavailable(CheckpointLoadError):
 class LoadRecord:
     bytes: int  # its weights' bytes (shared tensors included)
     load_seconds: float
-    last_used: float  # time.monotonic()
     encoders: dict[str, str]  # encoder name -> "backend dtype (passed over: ...)"
 
 
@@ -82,11 +81,6 @@ def disk_bytes(section, already_loaded: set[Path] = frozenset()) -> int:
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in _WEIGHT_SUFFIXES]
         total += sum(p.stat().st_size for p in files if p.is_file())
     return total
-
-
-def describe_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 class SpecialistPool:
@@ -136,9 +130,6 @@ class SpecialistPool:
     def items(self):
         return [(name, self.acquire(name)) for name in self.names]
 
-    def values(self):
-        return [specialist for _, specialist in self.items()]
-
     def peek(self, name: str) -> Specialist | None:
         """The specialist if it is loaded now, without loading it or marking it used."""
         with self._lock:
@@ -153,8 +144,7 @@ class SpecialistPool:
         while True:
             with self._lock:
                 if name in self._loaded:
-                    self._loaded.move_to_end(name)
-                    self._records[name].last_used = time.monotonic()
+                    self._loaded.move_to_end(name)  # the most recently used is last
                     return self._loaded[name]
                 if name not in self.names:
                     raise KeyError(f"no specialist {name!r} in this profile; configured: {self.names}")
@@ -178,7 +168,7 @@ class SpecialistPool:
         except Exception as exc:  # noqa: BLE001 - out of memory, a missing or broken checkpoint: reported
             specialist = None
             self._free_cache()
-            message = f"the {name} could not be loaded: {describe_error(exc)}"
+            message = f"the {name} could not be loaded: {short_error(exc)}"
             with self._lock:
                 self.failures[name] = message  # the caller reports it (an answer's errors, a CLI's one line)
             raise SpecialistUnavailable(message) from exc
@@ -251,7 +241,7 @@ class SpecialistPool:
         encoders = {key: enc.describe() for key, enc in getattr(specialist, "encoders", dict)().items()}
         self._loaded[name] = specialist
         self._known_bytes[name] = size
-        self._records[name] = LoadRecord(size, seconds, time.monotonic(), encoders)
+        self._records[name] = LoadRecord(size, seconds, encoders)
         self._memory = self._count_memory()
         self._progress(f"loaded {name}: {size / 2**20:.1f} MB in {seconds:.1f} s" +
                        "".join(f"; {key} on {text}" for key, text in encoders.items()))

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import CheckpointLoadError
-from .exportable import Exportable, RuntimeConfig, dtype_bytes, resolve_dtype
+from ..errors import CheckpointLoadError, short_error
+from .exportable import Exportable, RuntimeConfig, resolve_dtype
 
 
 class BackendUnavailable(RuntimeError):
@@ -31,7 +31,6 @@ class BackendEntry:
     unavailable: Callable[[str], str | None]
     # (exportable, runtime, device, dtype, progress) -> a runner: (*torch tensors) -> tuple of torch tensors
     build: Callable[..., Callable]
-    exports: bool  # works from an exported ONNX file
 
 
 def _torch_unavailable(device: str) -> str | None:
@@ -69,9 +68,9 @@ def _build_trt(exportable, runtime, device, dtype, progress):
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "torch": BackendEntry("torch", _torch_unavailable, _build_torch, exports=False),
-    "onnxruntime": BackendEntry("onnxruntime", _ort_unavailable, _build_ort, exports=True),
-    "tensorrt": BackendEntry("tensorrt", _trt_unavailable, _build_trt, exports=True),
+    "torch": BackendEntry("torch", _torch_unavailable, _build_torch),
+    "onnxruntime": BackendEntry("onnxruntime", _ort_unavailable, _build_ort),
+    "tensorrt": BackendEntry("tensorrt", _trt_unavailable, _build_trt),
 }
 
 
@@ -113,7 +112,7 @@ def load_encoder(
             except BackendUnavailable as exc:
                 reason = str(exc)
             except Exception as exc:  # noqa: BLE001 - a failed export or build: the next backend may still run it
-                reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+                reason = short_error(exc)
             else:
                 encoder = Encoder(exportable.name, name, dtype, device, runner, skipped, time.perf_counter() - start)
                 if skipped:
@@ -125,8 +124,8 @@ def load_encoder(
 
 
 __all__ = [
-    "BACKENDS", "PARITY_TOLERANCE", "BackendEntry", "BackendUnavailable", "Encoder", "Exportable", "RuntimeConfig",
-    "dtype_bytes", "load_encoder", "parity", "parity_ok", "resolve_dtype",
+    "BACKENDS", "HALF_PARITY_TOLERANCE", "PARITY_TOLERANCE", "BackendEntry", "BackendUnavailable", "Encoder",
+    "Exportable", "RuntimeConfig", "load_encoder", "parity", "parity_ok", "resolve_dtype",
 ]
 
 
@@ -149,6 +148,7 @@ def parity(exportable: Exportable, encoder: Encoder) -> tuple[float, float]:
 
 
 PARITY_TOLERANCE = 1e-3  # max abs difference allowed per unit of output scale (max(1, max |reference|)), float32
+HALF_PARITY_TOLERANCE = 5e-2  # the same in float16 / bfloat16
 
 
 def parity_ok(diff: float, scale: float, tolerance: float = PARITY_TOLERANCE) -> bool:

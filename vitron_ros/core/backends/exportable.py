@@ -10,21 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RuntimeConfig, resolve_path
-from ..errors import CheckpointLoadError
+from ..errors import CheckpointLoadError, short_error
 
-_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def resolve_dtype(name: str):
     import torch
 
-    if name not in _DTYPE_BYTES:
-        raise ValueError(f"dtype {name!r}: expected one of {sorted(_DTYPE_BYTES)}")
+    if name not in _DTYPES:
+        raise ValueError(f"dtype {name!r}: expected one of {_DTYPES}")
     return getattr(torch, name)
-
-
-def dtype_bytes(name: str) -> int:
-    return _DTYPE_BYTES[name]
 
 
 @dataclass
@@ -102,7 +98,7 @@ def export_onnx(exportable: Exportable, path: str | Path, dtype: str = "float32"
                 program.save(str(path), external_data=external)
             return "torch.export" if dynamo else "torchscript"
         except Exception as exc:  # noqa: BLE001 - the other exporter may manage; both failing is reported
-            errors.append(f"{'torch.export' if dynamo else 'torchscript'}: {type(exc).__name__}: {str(exc)[:300]}")
+            errors.append(f"{'torch.export' if dynamo else 'torchscript'}: {short_error(exc)}")
     raise CheckpointLoadError(f"cannot export {exportable.name} to ONNX: {' | '.join(errors)}")
 
 

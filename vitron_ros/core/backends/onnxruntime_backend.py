@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import short_error
 from . import BackendUnavailable
 from .exportable import Exportable, cached_onnx, resolve_dtype
 
@@ -45,7 +46,7 @@ class OrtRunner:
         try:
             session = onnxruntime.InferenceSession(str(path), options, providers=providers_for(device))
         except Exception as exc:  # noqa: BLE001 - a file the runtime cannot load: the next backend is tried
-            raise BackendUnavailable(f"cannot load {path}: {type(exc).__name__}: {str(exc)[:300]}") from None
+            raise BackendUnavailable(f"cannot load {path}: {short_error(exc)}") from None
         return cls(session, device, dtype if device.startswith("cuda") else "float32")
 
     def __call__(self, *inputs) -> tuple:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..errors import short_error
 from . import BackendUnavailable
 from .exportable import Exportable, cached_onnx, engine_folder, file_sha256
 
@@ -28,7 +29,7 @@ def unavailable(device: str) -> str | None:
     except ImportError:
         return "not installed (the tensorrt Python package; on a Jetson it comes with JetPack)"
     except Exception as exc:  # noqa: BLE001 - PyPI's stub wheels raise on import where the real library is missing
-        return f"import failed: {type(exc).__name__}: {str(exc)[:200]}"
+        return f"import failed: {short_error(exc, 200)}"
     return None
 
 
