@@ -165,6 +165,38 @@ def scene(height: int = 120, width: int = 200, shift: int = 0) -> np.ndarray:
     return rgb
 
 
+DEPTH_FX = 100.0  # the test camera: fx = fy, principal point at the image centre
+
+
+def scene_depth_mm(rgb: np.ndarray) -> np.ndarray:
+    """Aligned depth for `scene()`: a wall at 1.5 m, the red rectangle at 1.0 m, the blue one at 1.2 m (16UC1)."""
+    depth = np.full(rgb.shape[:2], 1500, np.uint16)
+    depth[(rgb == (220, 30, 30)).all(-1)] = 1000
+    depth[(rgb == (30, 30, 220)).all(-1)] = 1200
+    return depth
+
+
+def depth_msg(depth: np.ndarray, frame_id: str, stamp_ns: int):
+    from sensor_msgs.msg import Image
+
+    msg = Image(height=depth.shape[0], width=depth.shape[1], encoding="16UC1", step=depth.shape[1] * 2)
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+    msg.data = depth.astype("<u2").tobytes()
+    return msg
+
+
+def camera_info_msg(image_hw, frame_id: str, stamp_ns: int):
+    from sensor_msgs.msg import CameraInfo
+
+    height, width = image_hw
+    msg = CameraInfo(height=height, width=width, distortion_model="plumb_bob", d=[0.0] * 5)
+    msg.k = [DEPTH_FX, 0.0, (width - 1) / 2, 0.0, DEPTH_FX, (height - 1) / 2, 0.0, 0.0, 1.0]
+    msg.header.frame_id = frame_id
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(stamp_ns), 10**9)
+    return msg
+
+
 def stamp_of(header) -> int:
     return int(header.stamp.sec) * 10**9 + int(header.stamp.nanosec)
 
@@ -173,13 +205,20 @@ class CameraFeed:
     """Publishes `frames()` on image topics at `rate_hz` from a thread, each frame stamped and counted."""
 
     def __init__(self, probe: Probe, topics: dict[str, str], rate_hz: float = 15.0, compressed: bool = False,
-                 qos=None, make_frame=None):
+                 qos=None, make_frame=None, depth: dict[str, str] | None = None):
+        """`depth`: frame_id -> aligned depth topic; each colour frame is followed by its depth (16UC1, the same
+        stamp, `scene_depth_mm`) and the depth's camera_info (`camera_info_msg`)."""
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CompressedImage, Image
 
         qos = qos or QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         msg_type = CompressedImage if compressed else Image
         self.publishers = {frame_id: probe.node.create_publisher(msg_type, topic, qos) for frame_id, topic in topics.items()}
+        from sensor_msgs.msg import CameraInfo
+
+        self.depth = {frame_id: (probe.node.create_publisher(Image, topic, qos),
+                                 probe.node.create_publisher(CameraInfo, topic.rsplit("/", 1)[0] + "/camera_info", qos))
+                      for frame_id, topic in (depth or {}).items()}  # fmt: skip
         self.compressed = compressed
         self.rate_hz = rate_hz
         self.make_frame = make_frame or (lambda i: scene(shift=i % 20))
@@ -204,6 +243,10 @@ class CameraFeed:
                 else:
                     msg = image_msg(rgb, frame_id, stamp)
                 publisher.publish(msg)
+                if frame_id in self.depth:
+                    depth_publisher, info_publisher = self.depth[frame_id]
+                    depth_publisher.publish(depth_msg(scene_depth_mm(rgb), frame_id, stamp))
+                    info_publisher.publish(camera_info_msg(rgb.shape[:2], frame_id, stamp))
             i += 1
             self._stop.wait(1.0 / self.rate_hz)
 

@@ -81,11 +81,13 @@ def test_launch_file_declares_the_documented_arguments_and_runs_the_installed_no
 def test_rviz_config_shows_the_nodes_overlays_and_markers():
     rviz = yaml.safe_load((REPO / "config" / "vitron.rviz").read_text())
     displays = [(d["Class"], d["Topic"]["Value"]) for d in rviz["Visualization Manager"]["Displays"] if "Topic" in d]
-    answer_outputs = {f"/vitron/{name}" for name in ("answer", "masks", "detections", "markers", "overlay")}
-    outputs = answer_outputs | {"/vitron/tracks", "/vitron/tracks_overlay"}
+    answer_outputs = {f"/vitron/{name}" for name in ("answer", "masks", "detections", "markers", "overlay",
+                                                       "detections_3d", "detections_3d_target")}
+    outputs = answer_outputs | {"/vitron/tracks", "/vitron/tracks_overlay", "/vitron/tracks_markers"}
     images = [topic for kind, topic in displays if kind == "rviz_default_plugins/Image"]
     assert images == ["/vitron/overlay", "/vitron/tracks_overlay"]
     assert ("rviz_default_plugins/MarkerArray", "/vitron/markers") in displays
+    assert ("rviz_default_plugins/MarkerArray", "/vitron/tracks_markers") in displays
     assert {topic for _, topic in displays} <= outputs
     fixed = {f.name for f in PublishedOutputs.__dataclass_fields__.values()} - {"extra"}
     assert fixed == {t.rsplit("/", 1)[1] for t in answer_outputs}
@@ -105,4 +107,4 @@ def test_node_module_names_only_what_exists():
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{node.module}.{alias.name}"
     called = set(re.findall(r"self\.handlers\.(\w+)", source))
-    assert called and all(hasattr(VitronHandlers, name) or name in ("pipeline", "cameras", "tracking") for name in called)
+    assert called and all(hasattr(VitronHandlers, name) or name in ("pipeline", "cameras", "tracking", "lifter") for name in called)

@@ -15,6 +15,7 @@ from vitron_ros.core.lifting import (
     lift_mask,
     matrix_to_quaternion,
     quaternion_to_matrix,
+    transform_object,
 )
 
 CAMERA = PinholeCamera(fx=500.0, fy=400.0, cx=50.0, cy=40.0, width=100, height=80)
@@ -133,9 +134,13 @@ def test_distortion_is_undone_and_zero_distortion_changes_nothing():
 def test_results_in_another_frame_and_quaternions():
     turn = RigidTransform.from_quaternion((0, 0, np.sin(np.pi / 4), np.cos(np.pi / 4)), (1.0, 2.0, 3.0), "base_link")
     optical = lift_mask(square_mask(), DepthImage.from_array(plane(), "32FC1"), CAMERA)
-    moved = lift_mask(square_mask(), DepthImage.from_array(plane(), "32FC1"), CAMERA, to_frame=turn)
+    moved = transform_object(optical, turn)
     assert moved.frame_id == "base_link"
     assert np.allclose(moved.centroid, turn.rotation @ optical.centroid + [1, 2, 3], atol=1e-9)
+    # a quarter turn about z swaps the box's x and y sizes exactly; the spread turns with it
+    assert np.allclose(moved.box_size, optical.box_size[[1, 0, 2]], atol=1e-9)
+    assert np.allclose(moved.covariance, turn.rotation @ optical.covariance @ turn.rotation.T)
+    assert np.allclose(moved.oriented_size, optical.oriented_size)
     assert np.allclose(turn.rotation @ [1, 0, 0], [0, 1, 0], atol=1e-12)  # 90 degrees about z
     rng = np.random.default_rng(2)
     for _ in range(20):

@@ -3,6 +3,8 @@ lifecycle, every service, action and topic, two cameras, compressed input, QoS m
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from test.ros_harness import (
@@ -38,9 +40,12 @@ def node(ros, tiny_profile, tmp_path_factory, probe):
     profiles["profiles"]["tiny"]["editor"]["steps"] = EDIT_STEPS
     config_file = tmp_path_factory.mktemp("profiles") / "profiles.yaml"
     config_file.write_text(yaml.safe_dump(profiles))
-    params = {**BASE, "autostart": True, "image_topics": ["front/image", "rear/image"], "config_file": str(config_file)}
+    # front has aligned depth (its masks and tracks get 3D), rear has none
+    params = {**BASE, "autostart": True, "image_topics": ["front/image", "rear/image"], "config_file": str(config_file),
+              "depth_topics": ["front/depth/image", ""], "target_frame": "base_link"}
     process = NodeProcess(params, tmp_path_factory.mktemp("node") / "node.log")
-    feed = CameraFeed(probe, {"front": "/front/image", "rear": "/rear/image"}, rate_hz=10.0)
+    feed = CameraFeed(probe, {"front": "/front/image", "rear": "/rear/image"}, rate_hz=10.0,
+                      depth={"front": "/front/depth/image"})
     try:
         wait_until(lambda: _state(probe, "/vitron") == "active" or not process.alive(), 120, "the node to activate")
         assert process.alive(), process.log()
@@ -97,14 +102,14 @@ def _wait_frame(probe, camera="front"):
 def test_query_service_answers_about_the_named_cameras_latest_frame_and_publishes_every_output(node, probe):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
-    from vision_msgs.msg import Detection2DArray
+    from vision_msgs.msg import Detection2DArray, Detection3DArray
     from visualization_msgs.msg import MarkerArray
     from vitron_ros_msgs.msg import Answer, GroundedMaskArray, PixelBox
     from vitron_ros_msgs.srv import Query
 
     outputs = {name: probe.record(kind, f"/vitron/{name}") for name, kind in [
         ("answer", Answer), ("masks", GroundedMaskArray), ("detections", Detection2DArray), ("overlay", Image),
-        ("markers", MarkerArray)]}  # fmt: skip
+        ("markers", MarkerArray), ("detections_3d", Detection3DArray)]}  # fmt: skip
     diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     _wait_frame(probe, "rear")
     request = Query.Request(request="segment the red square", camera="rear", request_id="q1",
@@ -114,14 +119,66 @@ def test_query_service_answers_about_the_named_cameras_latest_frame_and_publishe
     assert answer.request_id == "q1" and answer.header.frame_id == "rear"
     assert answer.masks and answer.masks[0].source == "user_prompt"  # the drawn box is region 1
     assert answer.masks[0].mask.height == 120 and answer.masks[0].mask.width == 200
-    wait_until(lambda: all(outputs[k] for k in ("masks", "detections", "overlay", "markers")), 20, "published outputs")
+    wait_until(lambda: all(outputs[k] for k in ("masks", "detections", "overlay")), 20, "published outputs")
     stamp = stamp_of(answer.header)
     for name in ("masks", "detections", "overlay"):
         assert any(stamp_of(m.header) == stamp and m.header.frame_id == "rear" for m in outputs[name]), name
-    assert any(m.header.frame_id == "rear" for marker in outputs["markers"] for m in marker.markers)
+    # rear has no depth: no 3D is published for it, and each mask says why
+    assert not answer.masks[0].object_3d.valid and "no depth topic for camera 'rear'" in answer.masks[0].object_3d.reason
+    assert not any(m.header.frame_id == "rear" for m in outputs["detections_3d"] + outputs["markers"])
     wait_until(lambda: diagnostics, 10, "/diagnostics")
     names = {status.name for status in diagnostics[-1].status}
     assert {"vitron: models", "vitron: camera front", "vitron: camera rear", "vitron: node"} <= names
+    rear = next(s for s in diagnostics[-1].status if s.name == "vitron: camera rear")
+    assert {v.key: v.value for v in rear.values}["depth"] == "no depth topic for this camera: no 3D"
+
+
+def test_query_on_a_camera_with_aligned_depth_gives_each_mask_its_3d_position(node, probe):
+    from diagnostic_msgs.msg import DiagnosticArray
+    from vision_msgs.msg import Detection3DArray
+    from visualization_msgs.msg import MarkerArray
+    from vitron_ros_msgs.msg import PixelBox
+    from vitron_ros_msgs.srv import Query
+
+    from test.ros_harness import DEPTH_FX, image_msg
+
+    detections_3d = probe.record(Detection3DArray, "/vitron/detections_3d")
+    markers = probe.record(MarkerArray, "/vitron/markers")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    _wait_frame(probe, "front")
+    request = Query.Request(request="segment this", camera="front", boxes=[PixelBox(x1=10.0, y1=5.0, x2=190.0, y2=115.0)])
+    answer = probe.call(Query, "/vitron/query", request).answer
+    assert answer.error == "", answer.error
+    found = answer.masks[0].object_3d
+    assert found.valid, found.reason
+    # the scene's surfaces are at 1.0, 1.2 and 1.5 m; x, y back-projected through the camera_info's intrinsics
+    assert min(abs(found.centroid.z - z) for z in (1.0, 1.2, 1.5)) < 0.02
+    box = answer.masks[0].box
+    assert abs(found.centroid.x) <= found.centroid.z * 100 / DEPTH_FX and found.inliers > 20
+    assert found.box.size.x <= (box.x2 - box.x1 + 1) * found.centroid.z / DEPTH_FX + 0.05
+    stamp = stamp_of(answer.header)
+    mine = wait_until(lambda: [d for d in detections_3d if stamp_of(d.header) == stamp], 20, "detections_3d")[-1]
+    assert mine.header.frame_id == "front" and mine.detections[0].id == "0"
+    first = mine.detections[0]
+    assert first.results[0].hypothesis.class_id == answer.masks[0].label
+    assert first.results[0].pose.pose.position.z == pytest.approx(found.centroid.z)
+    assert first.bbox.size.x == pytest.approx(found.box.size.x)
+    drawn = wait_until(lambda: [m for m in markers if stamp_of(m.markers[0].header) == stamp], 10, "markers")[-1]
+    cube = next(m for m in drawn.markers if m.type == 1)
+    assert cube.pose.position.z == pytest.approx(found.box.center.position.z)
+    # its own image, stamped long before any depth frame: its depth is not used, and the answer says why
+    own = image_msg(scene(120, 200), "front", 123)
+    answer = probe.call(Query, "/vitron/query", Query.Request(request="segment this", image=own, boxes=request.boxes)).answer
+    assert not answer.masks[0].object_3d.valid
+    assert "within 20 ms of the image" in answer.masks[0].object_3d.reason
+    assert any(w.startswith("no 3D: no depth on front/depth/image within 20 ms") for w in answer.warnings)
+    time.sleep(0.5)
+    assert not [d for d in detections_3d if stamp_of(d.header) == 123]
+    status = wait_until(lambda: [s for d in diagnostics for s in d.status if s.name == "vitron: camera front"], 10,
+                        "diagnostics")[-1]
+    values = {v.key: v.value for v in status.values}
+    assert "frames matched" in values["depth"] or "within 20 ms" in values["depth"], values["depth"]
+    assert "tf2_ros is not installed" in node.log()  # target_frame is set; this machine has no tf2
 
 
 def test_query_with_its_own_image_and_bad_inputs_give_errors_that_name_the_problem(node, probe):
@@ -178,12 +235,15 @@ def test_topic_query_publishes_an_answer_with_the_first_cameras_header(node, pro
 
 def test_add_and_remove_objects_publish_tracks_and_overlay_with_the_frame_header(node, probe):
     from sensor_msgs.msg import Image
-    from vision_msgs.msg import BoundingBox2D
+    from vision_msgs.msg import BoundingBox2D, Detection3DArray
+    from visualization_msgs.msg import MarkerArray
     from vitron_ros_msgs.msg import TrackedObjectArray
     from vitron_ros_msgs.srv import AddObjects, RemoveObject
 
     tracks = probe.record(TrackedObjectArray, "/vitron/tracks")
     overlays = probe.record(Image, "/vitron/tracks_overlay")
+    tracks_3d = probe.record(Detection3DArray, "/vitron/tracks_3d")
+    tracks_markers = probe.record(MarkerArray, "/vitron/tracks_markers")
     _wait_frame(probe)
     box = BoundingBox2D(size_x=60.0, size_y=50.0)
     box.center.position.x, box.center.position.y = 60.0, 45.0
@@ -195,6 +255,18 @@ def test_add_and_remove_objects_publish_tracks_and_overlay_with_the_frame_header
     seen = wait_until(lambda: [t for t in tracks if {o.object_id for o in t.objects} >= {"mug", "blue"}], 30, "tracks")
     assert seen[-1].header.frame_id == "front"
     wait_until(lambda: overlays, 10, "tracks_overlay")
+    # front has depth: every tracked object gets 3D, published with its track id, the frame's header, in front of
+    # the 1.5 m wall
+    tracked = wait_until(lambda: [t for t in tracks_3d if t.detections], 30, "tracks_3d")[-1]
+    assert {d.id for d in tracked.detections} <= {"mug", "blue"} and tracked.header.frame_id == "front"
+    frame = next(t for t in tracks if stamp_of(t.header) == stamp_of(tracked.header))
+    visible = {o.object_id: o for o in frame.objects if o.state == o.TRACKED}
+    assert set(visible) == {d.id for d in tracked.detections}
+    for detection in tracked.detections:
+        found = visible[detection.id].object_3d
+        assert found.valid and 0.9 < found.centroid.z < 1.6, found
+        assert detection.results[0].pose.pose.position.z == pytest.approx(found.centroid.z)
+    assert wait_until(lambda: tracks_markers, 10, "tracks_markers")[-1].markers[0].action == 3
     clash = probe.call(AddObjects, "/vitron/add_objects",
                        AddObjects.Request(bbox_coords=[box], bbox_object_ids=["mug"]))
     assert not clash.success and "mug" in clash.message

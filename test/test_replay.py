@@ -44,7 +44,7 @@ def test_replay_output_decodes_and_matches_the_cli_for_the_same_frame(tiny_profi
     assert "answered 3 frame(s) of /front/image_raw" in capsys.readouterr().out
 
     messages = _read_bag(out)
-    assert set(messages) == {"/front/image_raw"} | {f"/vitron/{t}" for t in ("answer", "masks", "detections", "markers", "overlay")}
+    assert set(messages) == {"/front/image_raw"} | {f"/vitron/{t}" for t in ("answer", "masks", "detections", "overlay")}
     assert all(len(items) == 3 for items in messages.values())
     images = messages["/front/image_raw"]
     for topic in ("/vitron/answer", "/vitron/masks", "/vitron/detections", "/vitron/overlay"):
@@ -65,6 +65,51 @@ def test_replay_output_decodes_and_matches_the_cli_for_the_same_frame(tiny_profi
     assert [m.label for m in masks.masks] == [m["label"] for m in expected["masks"]]
     _, overlay = messages["/vitron/overlay"][1]
     assert image_to_numpy(overlay).shape == frames[1].shape
+
+
+def test_replay_with_a_depth_topic_matches_depth_by_stamp_and_writes_3d(tiny_profile, scene, tmp_path, capsys):
+    """Depth recorded 3 ms after each image (a wall at 2 m), its camera_info beside it; the third image's depth is
+    missing, so that frame has no 3D, and says why."""
+    bag, out = tmp_path / "rgbd_bag", tmp_path / "rgbd_out"
+    store, factory = typestore(), TypestoreFactory()
+    height, width = scene.shape[:2]
+    info = factory.new("sensor_msgs/msg/CameraInfo", height=height, width=width, distortion_model="plumb_bob",
+                       d=np.zeros(5), k=np.array([200.0, 0, width / 2, 0, 200.0, height / 2, 0, 0, 1]),
+                       r=np.eye(3).ravel(), p=np.zeros(12), header=header(factory, 0, "cam_optical"))
+    topics = {"image": "/cam/color/image_raw", "depth": "/cam/aligned_depth_to_color/image_raw",
+              "info": "/cam/aligned_depth_to_color/camera_info"}
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        kinds = {"image": "sensor_msgs/msg/Image", "depth": "sensor_msgs/msg/Image", "info": "sensor_msgs/msg/CameraInfo"}
+        connections = {k: writer.add_connection(topics[k], kinds[k], typestore=store) for k in topics}
+        for i, rgb in enumerate(_frames(scene)):
+            stamp = (i + 1) * 100_000_000
+            image = numpy_to_image(rgb, "rgb8", factory, header(factory, stamp, "cam_optical"))
+            writer.write(connections["image"], stamp, store.serialize_cdr(image, kinds["image"]))
+            if i < 2:
+                depth = numpy_to_image(np.full((height, width), 2000, np.uint16), "16UC1", factory,
+                                       header(factory, stamp, "cam_optical"))
+                writer.write(connections["depth"], stamp + 3_000_000, store.serialize_cdr(depth, kinds["depth"]))
+            writer.write(connections["info"], stamp + 3_000_000, store.serialize_cdr(info, kinds["info"]))
+    code = main(["replay", str(bag), "--topic", topics["image"], "--depth-topic", topics["depth"], "--query", REQUEST,
+                 "--track-box", "10,10,60,60", "--out", str(out), "--profile", "tiny"])
+    assert code == 0, capsys.readouterr().err
+    messages = _read_bag(out)
+    assert len(messages[topics["depth"]]) == 2 and len(messages["/vitron/answer"]) == 3
+    image_stamps = [stamp_ns(m.header) for _, m in messages[topics["image"]]]
+    assert [stamp_ns(m.header) for _, m in messages["/vitron/detections_3d"]] == image_stamps[:2]
+    assert [stamp_ns(m.header) for _, m in messages["/vitron/tracks_3d"]] == image_stamps[:2]
+    tracked = [[o for o in m.objects if o.state == 0] for _, m in messages["/vitron/tracks"]]
+    assert all(tracked), "the tiny tracker follows the box in every frame"
+    for objects in tracked[:2]:  # matched depth: the wall at 2 m
+        assert all(o.object_3d.valid and abs(o.object_3d.centroid.z - 2.0) < 1e-3 for o in objects)
+    assert all(not o.object_3d.valid and "within 20 ms" in o.object_3d.reason for o in tracked[2])
+    _, tracks_3d = messages["/vitron/tracks_3d"][0]
+    assert [d.id for d in tracks_3d.detections] == [o.object_id for o in tracked[0]]
+    assert tracks_3d.detections[0].bbox.center.position.z == pytest.approx(2.0, abs=1e-3)
+    _, markers = messages["/vitron/tracks_markers"][0]
+    assert markers.markers[0].action == 3 and {m.type for m in markers.markers[1:]} == {1, 9}
+    _, last = messages["/vitron/answer"][2]
+    assert any("no 3D: no depth on /cam/aligned_depth_to_color/image_raw within 20 ms" in w for w in last.warnings)
 
 
 def test_replay_of_a_video_file(tiny_profile, scene, tmp_path, capsys):

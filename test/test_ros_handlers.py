@@ -68,15 +68,12 @@ def test_query_answers_like_the_pipeline_and_every_output_carries_the_image_head
     assert answer.masks[0].source == "user_prompt" and answer.masks[0].invocation_index == -1
 
     published = outcome.outputs.by_topic()
-    assert set(published) == {"answer", "masks", "detections", "markers", "overlay"}
+    assert set(published) == {"answer", "masks", "detections", "overlay"}  # no depth: nothing 3D
     for topic, (typename, msg) in published.items():
-        received = _cdr(msg, typename)
-        if topic == "markers":
-            assert all(_same_header(m) for m in received.markers), topic
-        else:
-            assert _same_header(received), topic
+        assert _same_header(_cdr(msg, typename)), topic
     masks = _cdr(outcome.outputs.masks, MASK_ARRAY)
     assert all(_same_header(m) and _same_header(m.mask) for m in masks.masks)
+    assert all(not m.object_3d.valid and m.object_3d.reason for m in masks.masks)
     detections = _cdr(outcome.outputs.detections, "vision_msgs/msg/Detection2DArray")
     first = detections.detections[0]
     x1, y1, x2, y2 = expected.masks[0].box_xyxy
@@ -84,10 +81,6 @@ def test_query_answers_like_the_pipeline_and_every_output_carries_the_image_head
     assert (first.bbox.center.position.x, first.bbox.size_x) == pytest.approx(((x1 + x2) / 2, x2 - x1))
     overlay = image_to_numpy(_cdr(outcome.outputs.overlay, "sensor_msgs/msg/Image"))
     assert overlay.shape == scene.shape and not np.array_equal(overlay, scene)
-    markers = _cdr(outcome.outputs.markers, "visualization_msgs/msg/MarkerArray").markers
-    assert markers[0].action == 3 and [m.text.rsplit(" ", 1)[0] for m in markers[1:]] == [
-        m.label for m in expected.masks
-    ]
 
 
 def test_query_uses_the_named_cameras_latest_frame(handlers, factory, scene):

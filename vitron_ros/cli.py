@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     query.add_argument("--out", default="vitron_out", help="folder for overlay.png and result.json")
     query.add_argument("--json", action="store_true", help="print result.json to stdout instead of a summary")
+    query.add_argument("--depth", default=None, help="depth aligned to IMAGE: 16-bit PNG (mm), float TIFF or .npy (m); "
+                                                     "each mask gets its 3D position (needs --intrinsics)")
+    query.add_argument("--intrinsics", default=None, metavar="FX,FY,CX,CY", help="pinhole intrinsics of IMAGE, pixels")
     _runtime_options(query)
 
     edit = commands.add_parser("edit", help="edit an image by request; writes before.png, edited.png, result.json")
@@ -76,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="object to track from a box on the first frame, pixels (repeatable)")
     replay.add_argument("--out", required=True, help="output rosbag2 folder (must not exist)")
     replay.add_argument("--topic", default=None, help="image topic to read (default: the bag's only image topic)")
+    replay.add_argument("--depth-topic", default=None,
+                        help="the bag's depth aligned to --topic (16UC1 mm or 32FC1 m; camera_info beside it or beside "
+                             "the image): masks and tracks get 3D, /vitron/detections_3d and markers are written")
     replay.add_argument("--every", type=int, default=1, help="process every N-th frame")
     replay.add_argument("--max-frames", type=int, default=None, help="stop after this many processed frames")
     replay.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="output bag storage")
@@ -108,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profiles-file", default=None)
 
     evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
-    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit"),
+    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit", "3d"),
                           help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips; edit: image "
-                               "edits and layouts against re-rendered truths")
+                               "edits and layouts against re-rendered truths; 3d: masks lifted with depth against "
+                               "exact RGB-D geometry (no model; default 100 scenes)")
     evaluate.add_argument("--profile", default="shapes")
     evaluate.add_argument("--profiles-file", default=None)
     evaluate.add_argument("--scenes", type=int, default=None,
@@ -186,15 +193,23 @@ def _query(args) -> int:
     height, width = image.shape[:2]
     for i, sketch in enumerate(sketches):  # fail before the (slow) model load
         sketch.validate(height, width, name=f"{'--point' if sketch.kind == 'point' else '--box'} #{i + 1}")
+    depth, camera = _depth_input(args, (height, width))
 
     pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
     result, _ = pipeline(image, args.request, sketches)
+    lifted = []
+    if depth is not None:
+        from .core.lifting import lift_mask
+
+        lifted = [lift_mask(m.mask, depth, camera, box_xyxy=m.box_xyxy) for m in result.masks]
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     overlay = render_overlay(*_legible(image, [m.mask for m in result.masks]), [m.label for m in result.masks])
     save_image(out / "overlay.png", overlay)
     payload = result.to_json()
+    for entry, found in zip(payload["masks"], lifted, strict=False):
+        entry["object_3d"] = found.to_json()  # camera optical frame, metres
     (out / "result.json").write_text(json.dumps(payload, indent=2))
 
     if args.json:
@@ -204,12 +219,40 @@ def _query(args) -> int:
     for i, m in enumerate(result.masks):
         box = ", ".join(f"{v:.0f}" for v in m.box_xyxy)
         print(f"  mask {i}: {m.label!r} score={m.score:.3f} box=[{box}] area={int(m.mask.sum())} via {m.source}")
+        if i < len(lifted):
+            print(f"    3D: {_describe_3d(lifted[i])}")
     for error in result.errors:
         print(f"  note: {error}")
     stages = ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in result.timings.items())
     print(f"timings: {stages}")
     print(f"wrote {out / 'overlay.png'} and {out / 'result.json'}")
     return 0
+
+
+def _depth_input(args, image_hw):
+    """--depth and --intrinsics -> (DepthImage, PinholeCamera), checked against the image; (None, None) without."""
+    from .core.image_io import load_depth
+    from .core.lifting import PinholeCamera
+
+    if (args.depth is None) != (args.intrinsics is None):
+        raise VitronInputError("--depth and --intrinsics go together: the depth's pixels are lifted through the intrinsics")
+    if args.depth is None:
+        return None, None
+    depth = load_depth(args.depth)
+    if depth.shape != tuple(image_hw):
+        raise VitronInputError(f"--depth is {depth.shape[1]}x{depth.shape[0]} but the image is {image_hw[1]}x{image_hw[0]}: "
+                               "the depth must be aligned to the image (registered to the colour camera)")
+    return depth, PinholeCamera.parse(args.intrinsics)
+
+
+def _describe_3d(found) -> str:
+    if not found.ok:
+        return f"none ({found.reason})"
+    x, y, z = found.centroid
+    sx, sy, sz = found.box_size
+    hidden = f", partly hidden ({found.occluded_share:.0%} of its outline)" if found.occluded_share > 0.1 else ""
+    return (f"centroid ({x:+.3f}, {y:+.3f}, {z:.3f}) m, {found.distance:.3f} m away, size {sx:.3f} x {sy:.3f} x {sz:.3f} m, "
+            f"{found.inliers} depth pixels{hidden} (camera optical frame)")
 
 
 def _denoise_progress(stage: str, text: str) -> None:
@@ -280,8 +323,9 @@ def _replay(args) -> int:
         raise VitronInputError("replay needs --query, --track or --track-box")
     if track and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; --track needs one")
-    source = open_input(Path(args.input), args.topic)
-    handlers = replay_handlers(profile, args.device, overlay=not args.no_overlay, progress=_progress)
+    source = open_input(Path(args.input), args.topic, args.depth_topic)
+    handlers = replay_handlers(profile, args.device, overlay=not args.no_overlay, progress=_progress,
+                               depth_topic=args.depth_topic or "")
     summary = replay(handlers, source, args.query, out, args.every, args.max_frames, args.storage, track=tuple(track))
     if args.query:
         print(f"answered {summary.frames_answered} frame(s) of {summary.topic}; wrote {summary.out}")
@@ -536,6 +580,14 @@ def _eval(args) -> int:
     from .core.evaluation.shapes_suite import evaluate_shapes, format_report
     from .core.pipeline import VitronPipeline
 
+    if args.suite == "3d":  # the lifting from masks and depth: exact geometry, no model
+        from .core.evaluation.lifting_suite import evaluate_3d, format_3d_report
+
+        report = evaluate_3d(scenes=args.scenes or 100, progress=True)
+        print(format_3d_report(report))
+        if args.json:
+            Path(args.json).write_text(json.dumps(report, indent=2))
+        return 0
     profile = load_profile(args.profile, args.profiles_file)
     if args.suite == "video" and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; the video suite needs one")

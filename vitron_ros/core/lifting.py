@@ -4,8 +4,8 @@
     camera = PinholeCamera(fx=615, fy=615, cx=320, cy=240, width=640, height=480)
     found = lift_mask(mask, depth, camera)            # Object3D, or No3D with the reason
 
-Frame: the camera's optical frame (REP 103 `_optical`: x right, y down, z forward), metres, unless `to_frame`
-gives a rigid transform to apply to the points first. Depth must be aligned to the image the mask was computed on
+Frame: the camera's optical frame (REP 103 `_optical`: x right, y down, z forward), metres; `transform_object`
+moves a result to another frame. Depth must be aligned to the image the mask was computed on
 (pixel (u, v) of the mask is pixel (u, v) of the depth), as `aligned_depth_to_color` topics are.
 
 Robust by construction (a mask from a segmenter bleeds onto the background; depth has holes and flying pixels):
@@ -18,6 +18,7 @@ Fewer than `min_pixels` valid or inlier pixels gives `No3D` with the reason, nev
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +29,7 @@ from .errors import VitronInputError
 DEPTH_SCALES = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 DISTORTION_MODELS = ("", "none", "plumb_bob", "rational_polynomial", "equidistant")
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+STATISTICS_SAMPLE = 4096  # medians, percentiles and the spread are taken over about this many inliers
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class LiftingConfig:
     mad_k: float = 3.0  # inliers lie within mad_k robust standard deviations of the median depth ...
     mad_floor_m: float = 0.01  # ... or within this, whichever is wider (a flat surface has MAD ~ noise)
     min_pixels: int = 20  # fewer valid (or inlier) depth pixels than this: no 3D
-    max_points: int = 20000  # larger masks are subsampled on a regular grid (bounded cost per mask)
+    max_points: int = 12000  # larger masks are read on a regular pixel grid (bounded cost per mask)
     min_depth_m: float = 0.05  # depths outside [min, max] are holes (sensor's blind zone, far garbage)
     max_depth_m: float = 30.0
 
@@ -251,11 +253,11 @@ def _crop(mask: np.ndarray, box_xyxy=None) -> _Crop | None:
 
 
 def lift_mask(mask: np.ndarray, depth: DepthImage, camera: PinholeCamera, config: LiftingConfig = LiftingConfig(),
-              box_xyxy=None, to_frame: RigidTransform | None = None) -> Lifted:
+              box_xyxy=None) -> Lifted:
     """A (H, W) bool mask + the aligned depth -> Object3D, or No3D with the reason.
 
-    `box_xyxy`: the mask's tight box in pixels, if known (saves a pass over the frame). `to_frame`: express the
-    result in another frame (the points are moved before boxes and spread are computed, so boxes stay tight).
+    `box_xyxy`: the mask's tight box in pixels, if known (saves a pass over the frame). In the camera's optical
+    frame; `transform_object` moves the result to another.
     """
     import cv2
 
@@ -278,37 +280,46 @@ def lift_mask(mask: np.ndarray, depth: DepthImage, camera: PinholeCamera, config
         eroded = cv2.erode(crop.mask.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
         if np.count_nonzero(eroded) >= config.min_pixels:  # a thin object keeps its whole mask
             region = eroded.view(bool)
-    # 2. valid depth only
-    metres = depth.metres(crop.rows, crop.cols)
-    vs, us = np.nonzero(region)
+    # 2. valid depth only; a large mask is read on a regular pixel grid (every `step`-th row and column)
+    step = max(1, int(np.ceil(np.sqrt(np.count_nonzero(region) / config.max_points))))
+    r0, c0 = crop.rows.start, crop.cols.start
+    metres = depth.metres(slice(r0, crop.rows.stop, step), slice(c0, crop.cols.stop, step))
+    vs, us = np.nonzero(region[::step, ::step])
     z = metres[vs, us]
     valid = (z >= config.min_depth_m) & (z <= config.max_depth_m)  # NaN compares false: holes drop out
-    valid_pixels = int(np.count_nonzero(valid))
+    valid_pixels = int(np.count_nonzero(valid)) * step * step
     if valid_pixels < config.min_pixels:
         return No3D(f"{valid_pixels} valid depth pixels in the mask (need {config.min_pixels}): holes or out of "
                     f"range [{config.min_depth_m}, {config.max_depth_m}] m", valid_pixels, mask_pixels)
     vs, us, z = vs[valid], us[valid], z[valid]
-    if len(z) > config.max_points:  # a regular stride keeps the sample spread over the whole mask
-        step = int(np.ceil(len(z) / config.max_points))
-        vs, us, z = vs[::step], us[::step], z[::step]
-    # 3. median and MAD: background inside the mask and flying pixels left after erosion are rejected
-    median = float(np.median(z))
-    mad = float(np.median(np.abs(z - median)))
-    keep = np.abs(z - median) <= max(config.mad_k * MAD_TO_SIGMA * mad, config.mad_floor_m)
+    # 3. median and MAD (of a few thousand of them: they only place the window): background inside the mask and
+    # flying pixels left after erosion are rejected
+    sample = z[:: max(1, len(z) // STATISTICS_SAMPLE)]
+    median = _middle(sample)
+    tolerance = max(config.mad_k * MAD_TO_SIGMA * _middle(np.abs(sample - np.float32(median))), config.mad_floor_m)
+    keep = np.abs(z - median) <= tolerance
     inliers = int(np.count_nonzero(keep))
-    if inliers < config.min_pixels:
-        return No3D(f"{inliers} depth pixels agree on a surface (need {config.min_pixels})", valid_pixels, mask_pixels)
-    occluded = _occluded_share(mask, depth, crop, median, max(config.mad_k * MAD_TO_SIGMA * mad, config.mad_floor_m))
-    # 4. back-project the inliers (pixel centres; the crop's offset restored)
-    u = us[keep].astype(np.float64) + crop.cols.start
-    v = vs[keep].astype(np.float64) + crop.rows.start
-    zk = z[keep].astype(np.float64)
-    xn, yn = camera.rays(u, v)
-    points = np.stack([xn * zk, yn * zk, zk], -1)
-    if to_frame is not None:
-        points = to_frame.apply(points)
-    return _describe(points, valid_pixels, mask_pixels, config.erode_px if region is not crop.mask else 0, camera,
-                     median, to_frame.frame_id if to_frame is not None else "", occluded)
+    if inliers * step * step < config.min_pixels:
+        return No3D(f"{inliers * step * step} depth pixels agree on a surface (need {config.min_pixels})",
+                    valid_pixels, mask_pixels)
+    occluded = _occluded_share(mask, depth, crop, median, tolerance)
+    # 4. back-project the inliers (pixel centres; the crop's offset and the grid restored)
+    zk = z[keep]
+    u = (us[keep] * step + c0).astype(np.float32)
+    v = (vs[keep] * step + r0).astype(np.float32)
+    if camera.distorted:
+        xn, yn = (a.astype(np.float32) for a in camera.rays(u, v))
+    else:
+        xn, yn = (u - np.float32(camera.cx)) / np.float32(camera.fx), (v - np.float32(camera.cy)) / np.float32(camera.fy)
+    # Erosion moved every edge in by `erode_px` pixels and the grid may miss up to step - 1 more: give that back.
+    margin_px = (config.erode_px if region is not crop.mask else 0) + (step - 1) / 2
+    return _describe((xn * zk, yn * zk, zk), valid_pixels, mask_pixels, margin_px, camera, median, occluded)
+
+
+def _middle(values: np.ndarray) -> float:
+    """The median (upper one for an even count): one partition, without np.median's overhead on small arrays."""
+    k = len(values) // 2
+    return float(np.partition(values, k)[k])
 
 
 def _occluded_share(mask: np.ndarray, depth: DepthImage, crop: _Crop, median: float, tolerance: float) -> float:
@@ -322,33 +333,42 @@ def _occluded_share(mask: np.ndarray, depth: DepthImage, crop: _Crop, median: fl
     cols = slice(max(0, crop.cols.start - pad), min(w, crop.cols.stop + pad))
     local = mask[rows, cols].view(np.uint8)
     ring = cv2.dilate(local, np.ones((2 * pad + 1,) * 2, np.uint8)).view(bool) & ~mask[rows, cols]
-    z = depth.metres(rows, cols)[ring]
-    z = z[np.isfinite(z)]
+    z = depth.data[rows, cols][ring].astype(np.float32) * np.float32(depth.scale)  # the ring's pixels only
+    z = z[z > 0]  # holes (0, NaN) drop out
     # the step must clear the flying pixels that sit on every edge: twice the inlier tolerance, at least 3 cm
     return float(np.mean(z < median - max(2 * tolerance, 0.03))) if len(z) else 0.0
 
 
-def _describe(points: np.ndarray, valid: int, mask_pixels: int, eroded_px: int, camera: PinholeCamera,
-              median_z: float, frame_id: str, occluded: float) -> Object3D:
-    centroid = points.mean(0)
-    covariance = np.cov(points, rowvar=False)
-    low, high = points.min(0), points.max(0)
-    if not frame_id:  # along the view the spread is the sensor's noise more than the object: robust percentiles
-        low[2], high[2] = np.percentile(points[:, 2], (2, 98))
-    # Erosion moved every edge in by `eroded_px` pixels; give that back, at the object's depth, across the view.
-    # (In another frame the image plane's axes are not the frame's: the margin goes on every axis, a bound.)
-    margin = eroded_px * median_z / np.array([camera.fx, camera.fy, np.inf])
-    if frame_id:
-        margin = np.full(3, margin[:2].max())
+def _describe(points: tuple[np.ndarray, np.ndarray, np.ndarray], valid: int, mask_pixels: int, margin_px: float,
+              camera: PinholeCamera, median_z: float, occluded: float) -> Object3D:
+    """The estimate from the inliers' coordinates (three contiguous 1-D arrays: fast reductions)."""
+    x, y, z = points
+    centroid = np.array([x.mean(dtype=np.float64), y.mean(dtype=np.float64), z.mean(dtype=np.float64)])
+    stride = max(1, len(z) // STATISTICS_SAMPLE)  # spread and percentiles from a regular sample
+    sample = np.stack([x[::stride], y[::stride], z[::stride]]).astype(np.float64)
+    centred = sample - sample.mean(1, keepdims=True)
+    covariance = centred @ centred.T / max(1, sample.shape[1] - 1)
+    # across the view: the extreme inliers; along it the spread is the sensor's noise more than the object's, so
+    # robust percentiles (2nd and 98th)
+    n = sample.shape[1]
+    k_low, k_high = int(0.02 * (n - 1)), int(np.ceil(0.98 * (n - 1)))
+    z_low, z_high = np.partition(sample[2], (k_low, k_high))[[k_low, k_high]]
+    low = np.array([x.min(), y.min(), z_low], np.float64)
+    high = np.array([x.max(), y.max(), z_high], np.float64)
+    margin = margin_px * median_z / np.array([camera.fx, camera.fy, np.inf])
+    margin[2] = 0.0
     low, high = low - margin, high + margin
     # Oriented box: the inliers' principal axes, right-handed.
     _, axes = np.linalg.eigh(covariance)
-    axes = axes[:, ::-1]
+    axes = axes[:, ::-1].copy()
     if np.linalg.det(axes) < 0:
         axes[:, 2] *= -1
-    projected = (points - centroid) @ axes
-    o_low, o_high = projected.min(0), projected.max(0)
-    o_margin = np.abs(axes[:2]).T @ margin[:2]  # each axis gets the erosion margin along its image-plane direction
+    dx, dy, dz = (x - np.float32(centroid[0]), y - np.float32(centroid[1]), z - np.float32(centroid[2]))
+    o_low, o_high = np.empty(3), np.empty(3)
+    for k in range(3):
+        projected = dx * np.float32(axes[0, k]) + dy * np.float32(axes[1, k]) + dz * np.float32(axes[2, k])
+        o_low[k], o_high[k] = projected.min(), projected.max()
+    o_margin = np.abs(axes[:2]).T @ margin[:2]  # each axis gets the margin along its image-plane direction
     o_low, o_high = o_low - o_margin, o_high + o_margin
     return Object3D(
         centroid=centroid,
@@ -358,11 +378,31 @@ def _describe(points: np.ndarray, valid: int, mask_pixels: int, eroded_px: int, 
         oriented_size=o_high - o_low,
         oriented_rotation=axes,
         covariance=covariance,
-        inliers=len(points),
+        inliers=len(z),
         valid_pixels=valid,
         mask_pixels=mask_pixels,
         occluded_share=occluded,
-        frame_id=frame_id,
+    )
+
+
+def transform_object(found: Object3D, transform: RigidTransform) -> Object3D:
+    """`found` expressed in `transform`'s target frame. Centroid, spread and the oriented box move exactly; the
+    axis-aligned box becomes the tighter of the two boxes that bound the moved axis-aligned and oriented boxes."""
+    r, t = transform.rotation, transform.translation
+    signs = np.array([[i, j, k] for i in (-0.5, 0.5) for j in (-0.5, 0.5) for k in (-0.5, 0.5)])
+    aligned = transform.apply(found.box_center + signs * found.box_size)
+    oriented = transform.apply(found.oriented_center + (signs * found.oriented_size) @ found.oriented_rotation.T)
+    low = np.maximum(aligned.min(0), oriented.min(0))
+    high = np.minimum(aligned.max(0), oriented.max(0))
+    return dataclasses.replace(
+        found,
+        centroid=r @ found.centroid + t,
+        box_center=(low + high) / 2,
+        box_size=high - low,
+        oriented_center=r @ found.oriented_center + t,
+        oriented_rotation=r @ found.oriented_rotation,
+        covariance=r @ found.covariance @ r.T,
+        frame_id=transform.frame_id,
     )
 
 

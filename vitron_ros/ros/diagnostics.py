@@ -114,9 +114,11 @@ def diagnostics_msg(
     camera_infos: dict[str, tuple[int, str]] | None = None,
     health: dict[str, str] | None = None,
     loops: dict | None = None,
+    depth: dict[str, tuple[bool, str]] | None = None,
 ):
     """One DiagnosticStatus for the models, one per camera and, with `health` (NodeHealth.snapshot()), one for the
-    node's contained failures. `camera_infos`: camera -> camera_info_summary(); `runtime`: runtime_status()."""
+    node's contained failures. `camera_infos`: camera -> camera_info_summary(); `runtime`: runtime_status();
+    `depth`: camera -> (fine, text) of its 3D (DepthLifter.status), None when the node has no depth at all."""
     model_values = {"loaded": models_loaded, "model_memory_mb": "0.0", **runtime}
     activity = runtime.get("activity", "idle")
     load_errors = [v for k, v in runtime.items() if k.endswith("_load_error")]
@@ -154,6 +156,9 @@ def diagnostics_msg(
             level, message = WARN, "no frames received"
         else:
             level, message = OK, f"{stats.input_rate_hz:.1f} Hz"
+        depth_fine, depth_text = (depth or {}).get(name, (True, "no depth_topics: no 3D published"))
+        if level == OK and not depth_fine:  # a camera that publishes but gets no 3D says why
+            level, message = WARN, depth_text
         values = {
             "input_rate_hz": f"{stats.input_rate_hz:.2f}",
             "frames_received": stats.received,
@@ -162,6 +167,7 @@ def diagnostics_msg(
             "last_error": stats.last_error,
             "queries_refused_busy": refused_queries.get(name, 0),
             "camera_info": info_text,
+            "depth": depth_text,
         }
         loop = (loops or {}).get(name)  # the camera's TrackingLoop.stats()
         if loop is not None:

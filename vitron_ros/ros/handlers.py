@@ -25,6 +25,7 @@ from ..core.results import SOURCE_EVERYTHING, SOURCE_USER_PROMPT, GroundedMask
 from ..core.sketch import Sketch
 from ..core.specialist_pool import SpecialistUnavailable
 from ..core.specialists import Frame, SpecialistCall
+from .depth import DepthLifter, Lifting3D
 from .frame_buffer import CameraFrames, StampedFrame
 from .image_conversions import image_to_rgb
 from .interfaces import MessageFactory
@@ -76,7 +77,7 @@ class VitronHandlers:
 
     def __init__(self, factory: MessageFactory, cameras: dict[str, CameraFrames], overlay: bool = True,
                  video_frames: int = 8, run_in_background: Callable[[str, Callable[[], None]], None] | None = None,
-                 cropped_masks: bool = False):
+                 cropped_masks: bool = False, lifter: DepthLifter | None = None):
         if not cameras:
             raise ValueError("at least one camera is needed")
         self.factory = factory
@@ -84,6 +85,7 @@ class VitronHandlers:
         self.overlay = overlay
         self.video_frames = video_frames  # frames a VideoQuery's encoder samples when the goal does not say
         self.cropped_masks = cropped_masks  # published masks cover their box only (mask_format: cropped)
+        self.lifter = lifter  # the cameras' aligned depth: masks and tracks get 3D (None: no depth anywhere)
         self.pipeline = None
         self.loading = ""  # the last progress line while models load on activate (exports, engine builds)
         self.tracking: dict[str, CameraTracking] = {}  # per camera, when the profile has a tracker
@@ -123,6 +125,7 @@ class VitronHandlers:
                     name,
                     tracker.stream(None if deferred else self._locked_grounder, defer_grounding=deferred),
                     self.factory, self.overlay, self._schedule_grounding if deferred else None, self.cropped_masks,
+                    self.lifter,
                 )
                 for name in self.cameras
             }  # fmt: skip
@@ -193,8 +196,9 @@ class VitronHandlers:
                 result = pipeline.ground_reply(frame.rgb, request, reply, sketches, progress=progress)
             else:
                 result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
+            spatial = self.lift(camera, frame.header, result.masks)
             outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay,
-                                        self.cropped_masks)
+                                        self.cropped_masks, spatial)
             return QueryOutcome(outputs.answer, outputs, frame, result.timings)
         except QueryCancelled:
             error = "cancelled"
@@ -254,8 +258,9 @@ class VitronHandlers:
                 else:
                     best = output.masks[0]
                     masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
-            return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header, self.cropped_masks),
-                                  "; ".join(errors), frame)
+            spatial = self.lift(camera, frame.header, masks)
+            return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header, self.cropped_masks,
+                                                 spatial.lifted if spatial else None), "; ".join(errors), frame)
         except Exception as exc:  # noqa: BLE001 - contained, as in query()
             header = frame.header if frame is not None else self._empty_header(image_msg)
             return SegmentOutcome(mask_array_msg(self.factory, [], header), describe_error(exc), frame)
@@ -301,7 +306,7 @@ class VitronHandlers:
             result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
             first = frames[0]
             outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay,
-                                        self.cropped_masks)
+                                        self.cropped_masks, self.lift(name, first.header, result.masks))
             tracks = clip_tracks_msgs(self.factory, result.tracks, [f.header for f in frames]) if result.tracks else []
             return VideoQueryOutcome(outputs.answer, tracks, len(frames), outputs, result.timings)
         except QueryCancelled:
@@ -311,6 +316,13 @@ class VitronHandlers:
         header = frames[0].header if frames else self.factory.new("std_msgs/msg/Header")
         answer = error_answer_msg(self.factory, header, request, request_id, error)
         return VideoQueryOutcome(answer, [], len(frames), None)
+
+    def lift(self, camera: str, header, masks: Sequence[GroundedMask]) -> Lifting3D | None:
+        """The masks' 3D from `camera`'s depth at `header`'s stamp ('' = the first camera); None without depth."""
+        if self.lifter is None:
+            return None
+        name = camera or next(iter(self.cameras))
+        return self.lifter.lift(name, header, [(m.mask, m.box_xyxy) for m in masks], self.factory)
 
     def _loaded(self):
         with self.model_lock:

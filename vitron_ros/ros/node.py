@@ -36,7 +36,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
-from vision_msgs.msg import Detection2DArray
+from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
 from vitron_ros_msgs.action import Ask, Edit, Track, VideoQuery
 from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
@@ -58,6 +58,7 @@ from .diagnostics import (
 )
 from .executor import ContainedExecutor
 from .frame_buffer import CameraFrames
+from .depth import CameraDepth, DepthLifter
 from .handlers import QueryOutcome, VitronHandlers, describe_error
 from .interfaces import RclpyFactory, rclpy_type
 from .parameters import NodeParameters, camera_info_topic
@@ -65,10 +66,14 @@ from .query_worker import CameraBusyError, QueryWorker
 from .result_messages import output_topics
 from .tracking import TrackStep, run_track_goal
 from .tracking_loop import TrackingLoop
+from .transforms import tf_lookup
 
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
-                "markers": MarkerArray, "overlay": Image, "tracks": TrackedObjectArray,
-                "tracks_overlay": Image}  # fmt: skip
+                "overlay": Image, "tracks": TrackedObjectArray, "tracks_overlay": Image}  # fmt: skip
+# 3D, with depth_topics: answers' and tracks' detections and markers; in target_frame too where it is set
+OUTPUTS_3D = {"detections_3d": Detection3DArray, "markers": MarkerArray, "tracks_3d": Detection3DArray,
+              "tracks_markers": MarkerArray}
+OUTPUTS_TARGET = {"detections_3d_target": Detection3DArray, "tracks_3d_target": Detection3DArray}
 # plus what the registry's other output kinds publish: ~/edited and ~/generated (vitron_ros_msgs/SyntheticImage)
 OUTPUT_TYPES.update({topic: rclpy_type(kind) for topic, kind in output_topics().items()})
 # Services keep a deeper request queue than rclpy's default of 10: a burst of requests from several clients is
@@ -177,9 +182,19 @@ class VitronNode(LifecycleNode):
         self._closing.clear()
         self._goals_end.clear()
         cameras = {name: CameraFrames(name, p.clip_length, p.max_rate_hz) for name in p.cameras}
+        depth = {name: CameraDepth(topic, p.depth_stamp_tolerance_s) for name, topic in p.camera_depth_topics.items()}
+        lifter = None
+        if depth:
+            transforms, missing = (None, "")
+            if p.target_frame:
+                transforms, missing = tf_lookup(self)
+                if missing:
+                    self.get_logger().warning(f"target_frame {p.target_frame!r}: {missing}")
+            lifter = DepthLifter(depth, p.depth_wait_s, target_frame=p.target_frame, transforms=transforms,
+                                 transforms_missing=missing)
         self.handlers = VitronHandlers(self.factory, cameras, overlay=p.overlay, video_frames=p.video_frames,
                                        run_in_background=self._run_in_background,
-                                       cropped_masks=p.mask_format == "cropped")
+                                       cropped_masks=p.mask_format == "cropped", lifter=lifter)
         self.workers = {name: QueryWorker(name, p.max_pending_queries) for name in cameras}
         self.tracking_loops = {
             name: TrackingLoop(frames, lambda n=name: self.handlers.tracking.get(n), self._publish_tracks,
@@ -205,11 +220,24 @@ class VitronNode(LifecycleNode):
                 info_topic = camera_info_topic(topic)
                 self._created.append(self.create_subscription(
                     CameraInfo, info_topic, self._contained(f"camera_info on {info_topic}",
-                                                            lambda msg, n=name: self.camera_infos.__setitem__(n, msg)),
+                                                            lambda msg, n=name: self._on_camera_info(n, msg)),
                     qos, callback_group=frames_group, event_callbacks=self._qos_events(info_topic, SubscriptionEventCallbacks),
                 ))  # fmt: skip
+            if name in depth:  # its own callback group: a depth frame is never stuck behind a colour frame's decode
+                depth_topic, depth_info = depth[name].topic, camera_info_topic(depth[name].topic)
+                depth_group = MutuallyExclusiveCallbackGroup()
+                self._created += [
+                    self.create_subscription(
+                        Image, depth_topic, self._contained(f"depth on {depth_topic}", depth[name].add_depth), qos,
+                        callback_group=depth_group, event_callbacks=self._qos_events(depth_topic, SubscriptionEventCallbacks)),
+                    self.create_subscription(
+                        CameraInfo, depth_info, self._contained(f"camera_info on {depth_info}", depth[name].add_info),
+                        qos, callback_group=depth_group),
+                ]  # fmt: skip
         with self._entities:
-            for topic, msg_type in OUTPUT_TYPES.items():
+            outputs = {**OUTPUT_TYPES, **(OUTPUTS_3D if depth else {}),
+                       **(OUTPUTS_TARGET if depth and p.target_frame else {})}
+            for topic, msg_type in outputs.items():
                 if topic in ("overlay", "tracks_overlay") and not p.overlay:
                     continue
                 self._outputs[topic] = self.create_lifecycle_publisher(
@@ -544,9 +572,14 @@ class VitronNode(LifecycleNode):
 
     def _publish_tracks(self, step: TrackStep) -> None:
         """Called by a camera's tracking thread for every frame it tracked."""
-        self._publish_output("tracks", step.tracks_msg)
-        if step.overlay_msg is not None:
-            self._publish_output("tracks_overlay", step.overlay_msg)
+        for topic, _, msg in step.messages():
+            self._publish_output(topic, msg)
+
+    def _on_camera_info(self, camera: str, msg: CameraInfo) -> None:
+        self.camera_infos[camera] = msg
+        lifter = self.handlers.lifter if self.handlers is not None else None
+        if lifter is not None and camera in lifter.depth:  # aligned depth shares the colour camera's intrinsics
+            lifter.depth[camera].add_info(msg, colour=True)
 
     def _on_add_objects(self, request: AddObjects.Request, response: AddObjects.Response) -> AddObjects.Response:
         for name, value in self.handlers.add_objects(request).items():
@@ -624,6 +657,7 @@ class VitronNode(LifecycleNode):
             self.factory, header, self.get_name(), cameras, self.latency.summary(),
             runtime_status(pipeline, handlers.loading), pipeline is not None, refused, infos,
             self.health.snapshot(contained), {name: loop.stats() for name, loop in self.tracking_loops.items()},
+            {name: handlers.lifter.status(name) for name in handlers.cameras} if handlers.lifter else None,
         )  # fmt: skip
         with self._entities:
             if self._diagnostics is not None:

@@ -41,6 +41,14 @@ class NodeParameters:
     camera_names: list = _param([], "a name per image topic; empty: each topic's namespace (camera/image -> camera)")
     transport: str = _param("raw", "'raw' (sensor_msgs/Image) or 'compressed' (<topic>/compressed, jpeg or png)")
     camera_info: bool = _param(True, "subscribe to <camera namespace>/camera_info and report it in diagnostics")
+    depth_topics: list = _param([], "depth images aligned to each camera's images (16UC1 mm or 32FC1 m, e.g. "
+                                    "camera/aligned_depth_to_color/image_raw), one per image topic, '' for none; "
+                                    "their camera_info beside them. Masks and tracks get 3D; empty: no 3D")
+    depth_stamp_tolerance_s: float = _param(0.02, "a depth frame is used for an image only if their stamps differ "
+                                                  "by at most this (the nearest wins; never by arrival order)")
+    depth_wait_s: float = _param(0.1, "how long an image's 3D may wait for its depth frame to arrive")
+    target_frame: str = _param("", "also publish 3D in this frame (~/detections_3d_target, ~/tracks_3d_target), "
+                                    "TF looked up at the image's stamp; needs tf2_ros; empty: optical frame only")
     reliability: str = _param("best_effort", "image QoS reliability: best_effort (sensor data) or reliable")
     qos_depth: int = _param(1, "image QoS history depth (keep last)")
     max_rate_hz: float = _param(0.0, "frames arriving faster than this are dropped before decoding; 0: keep all")
@@ -66,6 +74,10 @@ class NodeParameters:
             (lambda: not self.camera_names or len(self.camera_names) == len(self.image_topics), "camera_names",
              f"empty or one name per image topic ({len(self.image_topics)})"),
             (lambda: len(set(self.cameras)) == len(self.cameras), "camera_names", "distinct camera names"),
+            (lambda: not any(self.depth_topics) or len(self.depth_topics) == len(self.image_topics), "depth_topics",
+             f"empty or one entry per image topic ({len(self.image_topics)}; '' for a camera without depth)"),
+            (lambda: self.depth_stamp_tolerance_s >= 0, "depth_stamp_tolerance_s", ">= 0"),
+            (lambda: self.depth_wait_s >= 0, "depth_wait_s", ">= 0"),
             (lambda: self.qos_depth >= 1, "qos_depth", ">= 1"),
             (lambda: self.max_rate_hz >= 0, "max_rate_hz", ">= 0"),
             (lambda: self.clip_length >= 1, "clip_length", ">= 1"),
@@ -83,6 +95,11 @@ class NodeParameters:
         """camera name -> image topic."""
         names = self.camera_names or [camera_name_for(t) for t in self.image_topics]
         return dict(zip(names, self.image_topics, strict=True))
+
+    @property
+    def camera_depth_topics(self) -> dict[str, str]:
+        """camera name -> its aligned depth topic, for the cameras that have one."""
+        return {name: topic for name, topic in zip(self.cameras, self.depth_topics, strict=False) if topic}
 
     def apply_to(self, profile):
         """The profile with this node's precision, backend, memory budget and preload choice."""

@@ -2,9 +2,14 @@
 
 Input: a rosbag2 folder (sqlite3 or MCAP), a bare .mcap / .db3 file, or a video file OpenCV can read.
 Output: a rosbag2 (MCAP by default) holding, per processed frame, the input image and what the node would publish
-(`/vitron/answer`, `/vitron/masks`, `/vitron/detections`, `/vitron/markers`, `/vitron/overlay` for a query;
-`/vitron/tracks` and `/vitron/tracks_overlay` for tracking), with the message definitions embedded so `ros2 bag`,
-rviz (through `ros2 bag play`) and Foxglove can open it.
+(`/vitron/answer`, `/vitron/masks`, `/vitron/detections`, `/vitron/overlay` for a query;
+`/vitron/tracks` and `/vitron/tracks_overlay` for tracking; with a depth topic also `/vitron/detections_3d`,
+`/vitron/markers`, `/vitron/tracks_3d` and `/vitron/tracks_markers`), with the message definitions embedded so
+`ros2 bag`, rviz (through `ros2 bag play`) and Foxglove can open it.
+
+With `depth_topic` (a bag's aligned depth, and its camera_info beside it or the image's), each image is processed
+once the next image arrives, so its depth, recorded a few milliseconds after it, is there: matched by stamp, as the
+node does.
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import numpy as np
 
 from ..core.errors import VitronInputError
 from ..core.tracking.state import ObjectPrompt
+from .depth import CameraDepth, DepthLifter
 from .frame_buffer import CameraFrames
 from .handlers import VitronHandlers
 from .image_conversions import numpy_to_image
 from .interfaces import TypestoreFactory, header, typestore
+from .parameters import camera_info_topic
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v")
 VIDEO_TOPIC = "/camera/image"
 OUTPUT_NAMESPACE = "/vitron"
@@ -51,8 +59,10 @@ def is_video(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES
 
 
-def read_bag_images(path: Path, topic: str | None = None) -> tuple[str, int, Iterator[InputMessage]]:
-    """(topic, message count, messages) for `topic`, or the bag's only image topic when None."""
+def read_bag_images(path: Path, topic: str | None = None,
+                    depth_topic: str | None = None) -> tuple[str, int, Iterator[InputMessage]]:
+    """(topic, message count, messages) for `topic`, or the bag's only image topic when None; with `depth_topic`
+    the messages also hold that depth topic's and the camera_infos beside both topics, in the bag's order."""
     from rosbags.highlevel import AnyReader
 
     reader = AnyReader([path], default_typestore=typestore())
@@ -61,6 +71,12 @@ def read_bag_images(path: Path, topic: str | None = None) -> tuple[str, int, Ite
     except Exception as error:  # noqa: BLE001 - rosbags raises several types for unreadable bags
         raise VitronInputError(f"cannot read bag {path}: {type(error).__name__}: {error}") from None
     images = {c.topic: c for c in reader.connections if c.msgtype in IMAGE_TYPES}
+    if depth_topic is not None:
+        if depth_topic not in images:
+            reader.close()
+            raise VitronInputError(f"bag {path} has no depth image topic {depth_topic!r}; image topics: "
+                                   f"{', '.join(sorted(images))}")
+        depth_connection = images.pop(depth_topic)
     if topic is None:
         if len(images) != 1:
             reader.close()
@@ -71,11 +87,15 @@ def read_bag_images(path: Path, topic: str | None = None) -> tuple[str, int, Ite
         reader.close()
         raise VitronInputError(f"bag {path} has no image topic {topic!r}; image topics: {', '.join(sorted(images))}")
     connection = images[topic]
+    wanted = [connection]
+    if depth_topic is not None:
+        infos = {camera_info_topic(topic), camera_info_topic(depth_topic)}
+        wanted += [depth_connection, *(c for c in reader.connections if c.msgtype == CAMERA_INFO and c.topic in infos)]
 
     def messages() -> Iterator[InputMessage]:
         try:
-            for conn, timestamp, raw in reader.messages(connections=[connection]):
-                yield InputMessage(topic, conn.msgtype, timestamp, reader.deserialize(raw, conn.msgtype))
+            for conn, timestamp, raw in reader.messages(connections=wanted):
+                yield InputMessage(conn.topic, conn.msgtype, timestamp, reader.deserialize(raw, conn.msgtype))
         finally:
             reader.close()
 
@@ -115,14 +135,19 @@ def read_video_frames(path: Path, frame_id: str = "camera") -> tuple[str, int, I
 class ReplayInput:
     topic: str
     count: int  # messages on `topic` (frames in a video), for progress
-    messages: Iterator[InputMessage]
+    messages: Iterator[InputMessage]  # the images, and with a depth topic its images and the camera_infos
+    depth_topic: str = ""
 
 
-def open_input(source: Path, topic: str | None = None) -> ReplayInput:
+def open_input(source: Path, topic: str | None = None, depth_topic: str | None = None) -> ReplayInput:
     """Open a bag or video and pick its image topic; errors name what is wrong before any model is loaded."""
     if not source.exists():
         raise VitronInputError(f"input {source} does not exist")
-    return ReplayInput(*(read_video_frames(source) if is_video(source) else read_bag_images(source, topic)))
+    if depth_topic and is_video(source):
+        raise VitronInputError("--depth-topic needs a bag: a video file has no depth")
+    if is_video(source):
+        return ReplayInput(*read_video_frames(source))
+    return ReplayInput(*read_bag_images(source, topic, depth_topic or None), depth_topic=depth_topic or "")
 
 
 def check_output(out: Path, every: int, storage: str) -> None:
@@ -169,43 +194,66 @@ def replay(
                 connections[name] = writer.add_connection(name, msgtype, typestore=store)
             writer.write(connections[name], timestamp, store.serialize_cdr(msg, msgtype))
 
-        processed = 0
-        for index, item in enumerate(tqdm(messages, total=total, desc="replay", unit="frame", disable=not show_progress)):
-            if index % every:
-                continue
-            if max_frames is not None and processed >= max_frames:
-                break
-            processed += 1
+        depth = handlers.lifter.depth.get(CAMERA) if handlers.lifter is not None else None
+        if source.depth_topic and depth is None:
+            raise VitronInputError("the input has a depth topic but the handlers have no depth: replay_handlers(depth=True)")
+
+        def process(index: int, item: InputMessage) -> None:
             added = frames.add_compressed(item.msg) if item.msgtype.endswith("CompressedImage") else frames.add_image(item.msg)
-            write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
             if not added:
                 summary.errors.append(f"frame {index}: {frames.stats().last_error}")
-                continue
-            if tracking is not None:
-                step = tracking.process(frames.latest())
-            if tracking is not None and step is not None:
-                write(f"{OUTPUT_NAMESPACE}/tracks", "vitron_ros_msgs/msg/TrackedObjectArray", step.tracks_msg,
-                      item.timestamp_ns)
-                if step.overlay_msg is not None:
-                    write(f"{OUTPUT_NAMESPACE}/tracks_overlay", "sensor_msgs/msg/Image", step.overlay_msg, item.timestamp_ns)
+                return
+            step = tracking.process(frames.latest()) if tracking is not None else None
+            if step is not None:
+                for name, msgtype, msg in step.messages():
+                    write(f"{OUTPUT_NAMESPACE}/{name}", msgtype, msg, item.timestamp_ns)
                 summary.errors.extend(f"frame {index}: {warning}" for warning in step.tracks.errors)
                 summary.frames_tracked += any(o.mask.any() for o in step.tracks.objects)
             if not request:
-                continue
+                return
             outcome = handlers.query(request, camera=CAMERA, request_id=f"frame-{index}")
             if outcome.outputs is None:
                 summary.errors.append(f"frame {index}: {outcome.answer.error}")
                 write(f"{OUTPUT_NAMESPACE}/answer", "vitron_ros_msgs/msg/Answer", outcome.answer, item.timestamp_ns)
-                continue
+                return
             for name, (msgtype, msg) in outcome.outputs.by_topic().items():
                 write(f"{OUTPUT_NAMESPACE}/{name}", msgtype, msg, item.timestamp_ns)
             summary.frames_answered += 1
+
+        processed = index = 0
+        pending: tuple[int, InputMessage] | None = None  # an image waits for the next one: its depth comes after it
+        progress = tqdm(total=total, desc="replay", unit="frame", disable=not show_progress)
+        for item in messages:
+            write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
+            if item.topic != topic:  # depth and camera_infos
+                if item.msgtype == CAMERA_INFO:
+                    depth.add_info(item.msg, colour=item.topic == camera_info_topic(topic))
+                else:
+                    depth.add_depth(item.msg)
+                continue
+            index, skip = index + 1, index % every
+            progress.update()
+            if skip:
+                continue
+            if max_frames is not None and processed >= max_frames:
+                break
+            processed += 1
+            if pending is not None:
+                process(*pending)
+            pending = (index - 1, item)
+        if pending is not None:
+            process(*pending)
+        progress.close()
     return summary
 
 
-def replay_handlers(profile, device: str = "cpu", overlay: bool = True, progress=print) -> VitronHandlers:
-    """Handlers over one replay camera with the profile's models loaded, as the node has them once active."""
-    handlers = VitronHandlers(TypestoreFactory(), {CAMERA: CameraFrames(CAMERA, ring_length=1)}, overlay=overlay)
+def replay_handlers(profile, device: str = "cpu", overlay: bool = True, progress=print,
+                    depth_topic: str = "") -> VitronHandlers:
+    """Handlers over one replay camera with the profile's models loaded, as the node has them once active; with
+    `depth_topic` its masks and tracks get 3D from that aligned depth."""
+    lifter = DepthLifter({CAMERA: CameraDepth(depth_topic)}, wait_s=0.0) if depth_topic else None
+    handlers = VitronHandlers(TypestoreFactory(), {CAMERA: CameraFrames(CAMERA, ring_length=1)}, overlay=overlay,
+                              lifter=lifter)
     handlers.load(profile, device, progress=progress)
     return handlers
 

@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from ..core.overlay import colour_for, render_overlay
+from ..core.lifting import Lifted
+from ..core.overlay import render_overlay
 from ..core.results import GroundedMask, SyntheticImage, VitronResult
 from ..core.specialists import SPECIALISTS
+from .depth import Lifting3D
 from .image_conversions import numpy_to_image
 from .interfaces import MessageFactory
+from .spatial_messages import DETECTIONS_3D, Spatial, detections_3d_msg, markers_3d_msg, object_3d_msg
 
 ANSWER = "vitron_ros_msgs/msg/Answer"
 MASK_ARRAY = "vitron_ros_msgs/msg/GroundedMaskArray"
@@ -32,8 +35,13 @@ class PublishedOutputs:
     answer: Any  # vitron_ros_msgs/Answer -> ~/answer
     masks: Any  # vitron_ros_msgs/GroundedMaskArray -> ~/masks
     detections: Any  # vision_msgs/Detection2DArray -> ~/detections
-    markers: Any  # visualization_msgs/MarkerArray -> ~/markers
     overlay: Any | None  # sensor_msgs/Image rgb8 -> ~/overlay (None when overlays are off)
+    # 3D, only when the frame's aligned depth was found: vision_msgs/Detection3DArray -> ~/detections_3d and
+    # visualization_msgs/MarkerArray -> ~/markers (the camera's optical frame), and in target_frame where set and
+    # its transform at the image's stamp is known -> ~/detections_3d_target
+    detections_3d: Any | None = None
+    markers: Any | None = None
+    detections_3d_target: Any | None = None
     # what other output kinds publish, in invocation order: (relative topic, message type, message), e.g.
     # ("edited", SyntheticImage, ...) for each image the editor made
     extra: list[tuple[str, str, Any]] = field(default_factory=list)
@@ -44,10 +52,10 @@ class PublishedOutputs:
             "answer": (ANSWER, self.answer),
             "masks": (MASK_ARRAY, self.masks),
             "detections": (DETECTIONS, self.detections),
-            "markers": (MARKERS, self.markers),
         }
-        if self.overlay is not None:
-            topics["overlay"] = (IMAGE, self.overlay)
+        optional = {"overlay": (IMAGE, self.overlay), "detections_3d": (DETECTIONS_3D, self.detections_3d),
+                    "markers": (MARKERS, self.markers), "detections_3d_target": (DETECTIONS_3D, self.detections_3d_target)}
+        topics.update({topic: item for topic, item in optional.items() if item[1] is not None})
         return topics
 
     def messages(self) -> list[tuple[str, str, Any]]:
@@ -72,8 +80,9 @@ def mask_image_msg(factory: MessageFactory, mask: np.ndarray, box_xyxy, header, 
     return numpy_to_image(mask.astype(np.uint8) * 255, "mono8", factory, header)
 
 
-def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, header, cropped: bool = False) -> Any:
-    """mono8 mask (255 inside; full-frame, or cropped to the box) with label, score, source and tight box."""
+def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, header, cropped: bool = False,
+                      lifted: Lifted | None = None) -> Any:
+    """mono8 mask (255 inside; full-frame, or cropped to the box) with label, score, source, tight box and 3D."""
     image = mask_image_msg(factory, mask.mask, mask.box_xyxy, header, cropped)
     return factory.new(
         "vitron_ros_msgs/msg/GroundedMask",
@@ -87,11 +96,15 @@ def grounded_mask_msg(factory: MessageFactory, mask: GroundedMask, index: int, h
         box=pixel_box(factory, mask.box_xyxy),
         mask=image,
         mask_cropped=cropped,
+        object_3d=object_3d_msg(factory, lifted),
     )
 
 
-def mask_array_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header, cropped: bool = False) -> Any:
-    items = [grounded_mask_msg(factory, m, i, header, cropped) for i, m in enumerate(masks)]
+def mask_array_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header, cropped: bool = False,
+                   lifted: Sequence[Lifted] | None = None) -> Any:
+    lifted = lifted if lifted is not None else [None] * len(masks)
+    items = [grounded_mask_msg(factory, m, i, header, cropped, l3d)
+             for i, (m, l3d) in enumerate(zip(masks, lifted, strict=True))]
     return factory.new(MASK_ARRAY, header=header, masks=items)
 
 
@@ -102,8 +115,10 @@ def answer_msg(
     request: str,
     request_id: str,
     mask_msgs: Sequence[Any],
+    warnings: Sequence[str] = (),
 ) -> Any:
-    """`mask_msgs`: the GroundedMask messages of `result.masks`, built once and shared with ~/masks."""
+    """`mask_msgs`: the GroundedMask messages of `result.masks`, built once and shared with ~/masks; `warnings`:
+    problems beyond the result's own (e.g. why the masks have no 3D)."""
     invocations = [
         factory.new(
             "vitron_ros_msgs/msg/Invocation",
@@ -126,7 +141,7 @@ def answer_msg(
         raw_reply=result.raw_reply,
         masks=list(mask_msgs),
         invocations=invocations,
-        warnings=list(result.errors),
+        warnings=[*result.errors, *warnings],
         latency_ms=float(result.timings.get("total", 0.0) * 1000.0),
     )
 
@@ -157,35 +172,6 @@ def detections_msg(factory: MessageFactory, masks: Sequence[GroundedMask], heade
             )
         )
     return factory.new(DETECTIONS, header=header, detections=detections)
-
-
-def markers_msg(factory: MessageFactory, masks: Sequence[GroundedMask], header, namespace: str = "vitron") -> Any:
-    """visualization_msgs/MarkerArray: a DELETEALL, then one text label per mask.
-
-    Positions are image pixels scaled to metres at 1 px = 1 mm in the camera's frame (x right, y down), so the
-    labels line up over the image in rviz's 2D view of that frame; depth is not known here.
-    """
-    markers = [factory.new("visualization_msgs/msg/Marker", header=header, ns=namespace, id=0, action=3)]
-    for i, mask in enumerate(masks):
-        x1, y1, x2, _ = (float(v) for v in mask.box_xyxy)
-        r, g, b = (c / 255.0 for c in colour_for(i))
-        position = factory.new("geometry_msgs/msg/Point", x=(x1 + x2) / 2000.0, y=y1 / 1000.0, z=0.0)
-        orientation = factory.new("geometry_msgs/msg/Quaternion", x=0.0, y=0.0, z=0.0, w=1.0)
-        markers.append(
-            factory.new(
-                "visualization_msgs/msg/Marker",
-                header=header,
-                ns=namespace,
-                id=i + 1,
-                type=9,  # TEXT_VIEW_FACING
-                action=0,  # ADD
-                pose=factory.new("geometry_msgs/msg/Pose", position=position, orientation=orientation),
-                scale=factory.new("geometry_msgs/msg/Vector3", x=0.0, y=0.0, z=0.02),
-                color=factory.new("std_msgs/msg/ColorRGBA", r=r, g=g, b=b, a=1.0),
-                text=f"{mask.label} {mask.score:.2f}",
-            )
-        )
-    return factory.new(MARKERS, markers=markers)
 
 
 def overlay_msg(factory: MessageFactory, rgb: np.ndarray, masks: Sequence[GroundedMask], header) -> Any:
@@ -239,14 +225,26 @@ def published_outputs(
     request_id: str,
     overlay: bool = True,
     cropped_masks: bool = False,
+    spatial: Lifting3D | None = None,
 ) -> PublishedOutputs:
-    """Every message one answer publishes; the GroundedMask messages are built once and shared."""
-    masks = mask_array_msg(factory, result.masks, header, cropped_masks)
-    return PublishedOutputs(
-        answer=answer_msg(factory, result, header, request, request_id, masks.masks),
+    """Every message one answer publishes; the GroundedMask messages are built once and shared. `spatial`: the
+    masks' 3D (None: the node has no depth at all); 3D topics publish only when the frame's depth was found."""
+    masks = mask_array_msg(factory, result.masks, header, cropped_masks, spatial.lifted if spatial else None)
+    warnings = [f"no 3D: {spatial.problem}"] if spatial is not None and spatial.problem else []
+    outputs = PublishedOutputs(
+        answer=answer_msg(factory, result, header, request, request_id, masks.masks, warnings),
         masks=masks,
         detections=detections_msg(factory, result.masks, header),
-        markers=markers_msg(factory, result.masks, header),
         overlay=overlay_msg(factory, rgb, result.masks, header) if overlay else None,
         extra=[item for _, build in OUTPUT_MESSAGES.values() for item in build(factory, result, header, request_id)],
     )
+    if spatial is not None and spatial.matched:
+        items = [Spatial(str(i), m.label, m.score, lifted)
+                 for i, (m, lifted) in enumerate(zip(result.masks, spatial.lifted, strict=True))]
+        outputs.detections_3d = detections_3d_msg(factory, items, header)
+        outputs.markers = markers_3d_msg(factory, items, header, "vitron")
+        if spatial.target is not None:
+            target_header, moved = spatial.target
+            outputs.detections_3d_target = detections_3d_msg(
+                factory, [Spatial(i.id, i.label, i.score, m) for i, m in zip(items, moved, strict=True)], target_header)
+    return outputs

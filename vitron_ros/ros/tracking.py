@@ -26,17 +26,20 @@ from ..core.tracking.state import (
     ObjectPrompt,
     ObjectStatus,
 )
+from .depth import DepthLifter, Lifting3D
 from .frame_buffer import StampedFrame
 from .image_conversions import numpy_to_image
 from .interfaces import MessageFactory, stamp_ns
 from .result_messages import mask_image_msg, pixel_box
+from .spatial_messages import DETECTIONS_3D, MARKERS, Spatial, detections_3d_msg, markers_3d_msg, object_3d_msg
 
 TRACKED_OBJECT = "vitron_ros_msgs/msg/TrackedObject"
 TRACKED_OBJECT_ARRAY = "vitron_ros_msgs/msg/TrackedObjectArray"
 STATE_CODES = {ObjectStatus.TRACKED: 0, ObjectStatus.OCCLUDED: 1, ObjectStatus.LOST: 2}
 
 
-def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header, cropped: bool = False) -> Any:
+def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header, cropped: bool = False,
+                       lifted=None) -> Any:
     visible = state.status is ObjectStatus.TRACKED
     mask = (mask_image_msg(factory, state.mask, state.box_xyxy, header, cropped) if visible
             else factory.new("sensor_msgs/msg/Image", header=header))
@@ -52,15 +55,19 @@ def tracked_object_msg(factory: MessageFactory, state: ObjectFrameState, header,
         box=pixel_box(factory, state.box_xyxy if state.box_xyxy is not None else (0, 0, 0, 0)),
         mask=mask,
         mask_cropped=cropped and visible,
+        object_3d=object_3d_msg(factory, lifted),
     )
 
 
-def tracks_msg(factory: MessageFactory, tracks: FrameTracks, header, cropped: bool = False) -> Any:
+def tracks_msg(factory: MessageFactory, tracks: FrameTracks, header, cropped: bool = False,
+               lifted: dict | None = None) -> Any:
+    """`lifted`: object id -> its 3D estimate (or the reason there is none)."""
+    lifted = lifted or {}
     return factory.new(
         TRACKED_OBJECT_ARRAY,
         header=header,
         frame_index=int(tracks.frame_index),
-        objects=[tracked_object_msg(factory, s, header, cropped) for s in tracks.objects],
+        objects=[tracked_object_msg(factory, s, header, cropped, lifted.get(s.object_id)) for s in tracks.objects],
         warnings=list(tracks.errors),
     )
 
@@ -71,7 +78,19 @@ class TrackStep:
     tracks_msg: Any  # vitron_ros_msgs/TrackedObjectArray -> ~/tracks
     overlay_msg: Any | None  # sensor_msgs/Image rgb8 -> ~/tracks_overlay
     track_s: float = 0.0  # the tracker's step
-    build_s: float = 0.0  # building the messages (masks, overlay)
+    build_s: float = 0.0  # building the messages (masks, overlay, 3D)
+    # 3D, when the frame's aligned depth was found: vision_msgs/Detection3DArray -> ~/tracks_3d (ids = object ids),
+    # visualization_msgs/MarkerArray -> ~/tracks_markers, and in target_frame -> ~/tracks_3d_target
+    detections_3d_msg: Any | None = None
+    markers_msg: Any | None = None
+    detections_3d_target_msg: Any | None = None
+
+    def messages(self) -> list[tuple[str, str, Any]]:
+        """(relative topic, message type, message) of everything this step publishes."""
+        items = [("tracks", TRACKED_OBJECT_ARRAY, self.tracks_msg), ("tracks_overlay", "sensor_msgs/msg/Image", self.overlay_msg),
+                 ("tracks_3d", DETECTIONS_3D, self.detections_3d_msg), ("tracks_markers", MARKERS, self.markers_msg),
+                 ("tracks_3d_target", DETECTIONS_3D, self.detections_3d_target_msg)]
+        return [item for item in items if item[2] is not None]
 
     @property
     def payload_bytes(self) -> int:
@@ -90,13 +109,14 @@ class CameraTracking:
 
     def __init__(self, camera: str, tracker, factory: MessageFactory, overlay: bool = True,
                  schedule_grounding: Callable[[CameraTracking, GroundingRequest], None] | None = None,
-                 cropped_masks: bool = False):
+                 cropped_masks: bool = False, lifter: DepthLifter | None = None):
         self.camera = camera
         self.tracker = tracker  # a StreamTracker on the profile's SAM 2
         self.factory = factory
         self.overlay = overlay
         self.schedule_grounding = schedule_grounding
         self.cropped_masks = cropped_masks  # masks cropped to their box instead of full-frame
+        self.lifter = lifter  # tracked objects get 3D from this camera's aligned depth (None: no depth)
         self.lock = threading.Lock()  # frames step while services add and remove objects
         self._listeners: list[TrackGoal] = []
 
@@ -128,8 +148,28 @@ class CameraTracking:
         overlay = None
         if self.overlay and tracks.objects:
             overlay = numpy_to_image(render_tracks(frame.rgb, tracks), "rgb8", self.factory, frame.header)
-        msg = tracks_msg(self.factory, tracks, frame.header, self.cropped_masks)
-        return TrackStep(tracks, msg, overlay, tracked - started, time.perf_counter() - tracked)
+        visible = [s for s in tracks.objects if s.status is ObjectStatus.TRACKED]
+        spatial = None
+        if self.lifter is not None:
+            spatial = self.lifter.lift(self.camera, frame.header, [(s.mask, s.box_xyxy) for s in visible], self.factory)
+        lifted = dict(zip([s.object_id for s in visible], spatial.lifted, strict=True)) if spatial else {}
+        msg = tracks_msg(self.factory, tracks, frame.header, self.cropped_masks, lifted)
+        step = TrackStep(tracks, msg, overlay, tracked - started)
+        if spatial is not None and spatial.matched:
+            self._add_3d(step, visible, spatial, frame.header)
+        step.build_s = time.perf_counter() - tracked
+        return step
+
+    def _add_3d(self, step: TrackStep, visible: list[ObjectFrameState], spatial: Lifting3D, header) -> None:
+        items = [Spatial(s.object_id, s.label, float(s.score), lifted)
+                 for s, lifted in zip(visible, spatial.lifted, strict=True)]
+        step.detections_3d_msg = detections_3d_msg(self.factory, items, header)
+        step.markers_msg = markers_3d_msg(self.factory, items, header, "vitron_tracks")
+        if spatial.target is not None:
+            target_header, moved = spatial.target
+            step.detections_3d_target_msg = detections_3d_msg(
+                self.factory, [Spatial(i.id, i.label, i.score, m) for i, m in zip(items, moved, strict=True)],
+                target_header)
 
     def add(self, prompt: ObjectPrompt, object_id: str | None = None) -> str:
         with self.lock:
