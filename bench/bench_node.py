@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-OUTPUTS = ["tracks", "tracks_overlay", "answer", "masks", "detections", "overlay", "markers"]
+OUTPUTS = ["tracks", "tracks_overlay", "answer", "masks", "detections", "overlay"]  # no depth here: no 3D topics
 
 
 def frames_for(width: int, height: int, count: int = 30) -> list[np.ndarray]:
@@ -175,11 +175,10 @@ def run_size(width: int, height: int, args, probe_node) -> dict:
 def _type_of(topic: str):
     from sensor_msgs.msg import Image
     from vision_msgs.msg import Detection2DArray
-    from visualization_msgs.msg import MarkerArray
     from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
 
     return {"tracks": TrackedObjectArray, "tracks_overlay": Image, "answer": Answer, "masks": GroundedMaskArray,
-            "detections": Detection2DArray, "overlay": Image, "markers": MarkerArray}[topic]
+            "detections": Detection2DArray, "overlay": Image}[topic]
 
 
 def _box(kind, cx, cy, w, h):
