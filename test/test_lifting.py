@@ -112,6 +112,10 @@ def test_misaligned_or_mismatched_inputs_say_what_is_wrong():
         PinholeCamera.parse("500,400")
     with pytest.raises(VitronInputError, match="not supported"):
         PinholeCamera(1, 1, 0, 0, distortion_model="kannala")
+    with pytest.raises(VitronInputError, match="plumb_bob distortion has 3 coefficients"):
+        PinholeCamera(1, 1, 0, 0, distortion_model="plumb_bob", distortion=(0.1, 0.0, 0.0))
+    with pytest.raises(VitronInputError, match="not all finite"):
+        PinholeCamera(1, 1, 0, 0, distortion_model="plumb_bob", distortion=(np.nan, 0, 0, 0, 0))
     with pytest.raises(VitronInputError, match="min_pixels"):
         LiftingConfig(min_pixels=1)
     with pytest.raises(VitronInputError, match="bool"):

@@ -63,6 +63,30 @@ def test_a_late_depth_frame_is_waited_for_and_a_dead_topic_costs_no_wait(factory
     assert time.monotonic() - started < 0.2
 
 
+def test_a_depth_topic_that_stopped_is_not_waited_for(factory):
+    depth = CameraDepth("cam/depth")
+    depth.add_info(_info(factory))
+    depth.add_depth(_depth(factory, T0 - 100 * MS))
+    depth._last_arrival -= 5.0  # its last frame came 5 s ago
+    started = time.monotonic()
+    assert "within 20 ms" in depth.match(header(factory, T0, "x"), wait_s=2.0)
+    assert time.monotonic() - started < 0.2
+
+
+def test_a_mask_that_cannot_be_lifted_fails_alone(factory):
+    from vitron_ros.ros.depth import lift_all
+
+    source = CameraDepth("cam/depth")
+    source.add_info(_info(factory))
+    source.add_depth(_depth(factory, T0))
+    frame = source.match(header(factory, T0, "x"))
+    good = np.zeros((120, 160), bool)
+    good[40:80, 40:80] = True
+    lifted = lift_all([(good.astype(np.uint8), None), (good, None)], frame)
+    assert not lifted[0].ok and lifted[0].reason.startswith("lifting failed: VitronInputError: mask must be")
+    assert lifted[1].ok and lifted[1].centroid[2] == pytest.approx(1.0)
+
+
 def test_depth_and_camera_info_conversion_and_their_errors(factory):
     metres = numpy_to_image(np.full((4, 6), 1.25, np.float32), "32FC1", factory, header(factory, 1, "c"))
     assert depth_from_image(metres).metres()[0, 0] == pytest.approx(1.25)
@@ -144,6 +168,25 @@ def test_answers_carry_3d_per_mask_and_publish_detections_and_markers_at_the_tru
         c = mask.object_3d.centroid
         position = moved.results[0].pose.pose.position
         assert (position.x, position.y, position.z) == pytest.approx((c.z, -c.x, 0.5 - c.y), abs=1e-9)
+
+
+def test_a_querys_depth_is_taken_with_its_frame_not_after_the_models_ran(factory, tiny_pipeline, scene):
+    """A depth ring of two frames, overrun while the LLM generates: the answer still gets its frame's depth."""
+    source = CameraDepth("front/depth", history=2)
+    source.add_info(_info(factory))
+    handlers = VitronHandlers(factory, {"front": CameraFrames("front")}, lifter=DepthLifter({"front": source}, 0.0))
+    handlers.pipeline = tiny_pipeline
+    source.add_depth(_depth(factory, T0, 1300))
+    later = iter(range(1, 1000))
+
+    def progress(stage, text):  # the camera keeps streaming meanwhile
+        source.add_depth(_depth(factory, T0 + next(later) * 100 * MS, 1700))
+
+    image = numpy_to_image(np.ascontiguousarray(scene[:120, :160]), "rgb8", factory, header(factory, T0, "cam"))
+    outcome = handlers.query("what is this?", image_msg=image, boxes=_box(factory), progress=progress)
+    assert source.stats().received > 3  # the ring was overrun
+    valid = [m.object_3d for m in outcome.answer.masks if m.object_3d.valid]
+    assert valid and all(o.centroid.z == pytest.approx(1.3) for o in valid)
 
 
 def test_no_depth_within_tolerance_or_no_depth_topic_publishes_nothing_3d_and_says_why(factory, rgbd_handlers, scene):

@@ -28,6 +28,8 @@ from .errors import VitronInputError
 # REP 118 depth encodings -> metres per unit; "mono16" is how some drivers label 16UC1 millimetre depth.
 DEPTH_SCALES = {"16UC1": 0.001, "mono16": 0.001, "32FC1": 1.0}
 DISTORTION_MODELS = ("", "none", "plumb_bob", "rational_polynomial", "equidistant")
+# coefficient counts OpenCV accepts for each model (CameraInfo's D)
+DISTORTION_COUNTS = {"plumb_bob": (4, 5, 8, 12, 14), "rational_polynomial": (8, 12, 14), "equidistant": (4,)}
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 STATISTICS_SAMPLE = 4096  # medians, percentiles and the spread are taken over about this many inliers
 
@@ -79,6 +81,12 @@ class PinholeCamera:
         if self.distortion_model not in DISTORTION_MODELS:
             raise VitronInputError(f"distortion model {self.distortion_model!r} is not supported; "
                                    f"expected one of {DISTORTION_MODELS[2:]} (or none)")
+        if not all(np.isfinite(d) for d in self.distortion):
+            raise VitronInputError(f"distortion coefficients {self.distortion} are not all finite")
+        counts = DISTORTION_COUNTS.get(self.distortion_model)
+        if self.distorted and counts is not None and len(self.distortion) not in counts:
+            raise VitronInputError(f"{self.distortion_model} distortion has {len(self.distortion)} coefficients; "
+                                   f"expected {' or '.join(map(str, counts))}")
 
     @classmethod
     def parse(cls, text: str) -> PinholeCamera:
@@ -183,8 +191,8 @@ class Object3D:
     oriented_size: np.ndarray
     oriented_rotation: np.ndarray  # (3, 3), columns = the box's axes in the frame; det = +1
     covariance: np.ndarray
-    inliers: int  # depth pixels used
-    valid_pixels: int  # depth pixels inside the eroded mask that were not holes
+    inliers: int  # depth pixels that agree on the surface (of a large mask read on a grid: estimated)
+    valid_pixels: int  # depth pixels inside the eroded mask that were not holes (likewise)
     mask_pixels: int  # pixels of the mask as given
     occluded_share: float = 0.0  # share of the outline bordered by a nearer surface: > ~0.1, partly hidden
     frame_id: str = ""  # "" = the camera's optical frame (the image header's frame)
@@ -282,9 +290,10 @@ def lift_mask(mask: np.ndarray, depth: DepthImage, camera: PinholeCamera, config
             region = eroded.view(bool)
     # 2. valid depth only; a large mask is read on a regular pixel grid (every `step`-th row and column)
     step = max(1, int(np.ceil(np.sqrt(np.count_nonzero(region) / config.max_points))))
-    r0, c0 = crop.rows.start, crop.cols.start
+    offset = (step - 1) // 2  # the grid centred in the crop: what it misses is shared by opposite edges
+    r0, c0 = crop.rows.start + offset, crop.cols.start + offset
     metres = depth.metres(slice(r0, crop.rows.stop, step), slice(c0, crop.cols.stop, step))
-    vs, us = np.nonzero(region[::step, ::step])
+    vs, us = np.nonzero(region[offset::step, offset::step])
     z = metres[vs, us]
     valid = (z >= config.min_depth_m) & (z <= config.max_depth_m)  # NaN compares false: holes drop out
     valid_pixels = int(np.count_nonzero(valid)) * step * step
@@ -313,7 +322,8 @@ def lift_mask(mask: np.ndarray, depth: DepthImage, camera: PinholeCamera, config
         xn, yn = (u - np.float32(camera.cx)) / np.float32(camera.fx), (v - np.float32(camera.cy)) / np.float32(camera.fy)
     # Erosion moved every edge in by `erode_px` pixels and the grid may miss up to step - 1 more: give that back.
     margin_px = (config.erode_px if region is not crop.mask else 0) + (step - 1) / 2
-    return _describe((xn * zk, yn * zk, zk), valid_pixels, mask_pixels, margin_px, camera, median, occluded)
+    return _describe((xn * zk, yn * zk, zk), valid_pixels, mask_pixels, margin_px, camera, median, occluded,
+                     step * step)
 
 
 def _middle(values: np.ndarray) -> float:
@@ -340,7 +350,7 @@ def _occluded_share(mask: np.ndarray, depth: DepthImage, crop: _Crop, median: fl
 
 
 def _describe(points: tuple[np.ndarray, np.ndarray, np.ndarray], valid: int, mask_pixels: int, margin_px: float,
-              camera: PinholeCamera, median_z: float, occluded: float) -> Object3D:
+              camera: PinholeCamera, median_z: float, occluded: float, pixels_per_point: int = 1) -> Object3D:
     """The estimate from the inliers' coordinates (three contiguous 1-D arrays: fast reductions)."""
     x, y, z = points
     centroid = np.array([x.mean(dtype=np.float64), y.mean(dtype=np.float64), z.mean(dtype=np.float64)])
@@ -378,7 +388,7 @@ def _describe(points: tuple[np.ndarray, np.ndarray, np.ndarray], valid: int, mas
         oriented_size=o_high - o_low,
         oriented_rotation=axes,
         covariance=covariance,
-        inliers=len(z),
+        inliers=len(z) * pixels_per_point,
         valid_pixels=valid,
         mask_pixels=mask_pixels,
         occluded_share=occluded,

@@ -9,12 +9,13 @@ wait up to `wait_s` for it. Thread-safe: subscription callbacks add while query 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.errors import VitronInputError
+from ..core.errors import VitronInputError, short_error
 from ..core.lifting import (
     DEPTH_SCALES,
     DepthImage,
@@ -51,6 +52,9 @@ class DepthStats:
     last_matched: bool  # the latest lookup found its depth
 
 
+STALLED_S = 1.0  # a depth topic silent this long is not waited for
+
+
 def depth_from_image(msg) -> DepthImage:
     """sensor_msgs/Image 16UC1 (mm) or 32FC1 (m) -> DepthImage (a copy: the message's buffer is not kept)."""
     if msg.encoding not in DEPTH_SCALES:
@@ -83,6 +87,7 @@ class CameraDepth:
         self._received = self._errors = self._matched = self._unmatched = 0
         self._problem = ""
         self._last_matched = False
+        self._last_arrival = -float("inf")  # monotonic time of the newest depth frame
 
     def add_depth(self, msg) -> bool:
         try:
@@ -93,6 +98,7 @@ class CameraDepth:
         with self._arrived:
             self._received += 1
             self._ring.append((stamp_ns(msg.header), depth, msg.header))
+            self._last_arrival = time.monotonic()
             self._arrived.notify_all()
         return True
 
@@ -116,12 +122,13 @@ class CameraDepth:
         target = stamp_ns(header)
         tolerance = int(self.tolerance_s * 1e9)
         with self._arrived:
-            # Wait only while the match can still come: depth is flowing and nothing newer than the window arrived.
-            # (A dead depth topic must not slow every frame by wait_s.)
-            found = self._arrived.wait_for(
-                lambda: self._nearest(target, tolerance) is not None or not self._ring
-                or self._ring[-1][0] > target + tolerance, timeout=wait_s)
-            found = found and self._nearest(target, tolerance) is not None
+            # Wait only while the match can still come: depth is flowing (a frame arrived lately) and nothing newer
+            # than the window has arrived. A depth topic that stopped must not slow every frame by wait_s.
+            flowing = time.monotonic() - self._last_arrival < max(STALLED_S, wait_s)
+            if flowing:
+                self._arrived.wait_for(lambda: self._nearest(target, tolerance) is not None
+                                       or self._ring[-1][0] > target + tolerance, timeout=wait_s)
+            found = self._nearest(target, tolerance) is not None
             camera = self._camera or self._fallback
             if found and camera is not None:
                 stamp, depth, depth_header = self._nearest(target, tolerance)
@@ -157,10 +164,17 @@ class CameraDepth:
 
 
 def lift_all(masks, frame: DepthFrame | str, config: LiftingConfig = LiftingConfig()) -> list[Lifted]:
-    """(mask, box_xyxy) pairs + their matched depth (or the reason there is none) -> one estimate per mask."""
+    """(mask, box_xyxy) pairs + their matched depth (or the reason there is none) -> one estimate per mask. A
+    mask whose lifting fails gets that as its reason: the answer's 2D results are never lost to it."""
     if isinstance(frame, str):
         return [No3D(frame) for _ in masks]
-    return [lift_mask(mask, frame.depth, frame.camera, config, box) for mask, box in masks]
+    lifted = []
+    for mask, box in masks:
+        try:
+            lifted.append(lift_mask(mask, frame.depth, frame.camera, config, box))
+        except Exception as error:  # noqa: BLE001 - contained per mask
+            lifted.append(No3D(f"lifting failed: {short_error(error)}"))
+    return lifted
 
 
 @dataclass(frozen=True)
@@ -192,13 +206,18 @@ class DepthLifter:
         self._lock = threading.Lock()
         self.last_target_problem = ""
 
-    def lift(self, camera: str, header, masks, factory) -> Lifting3D:
-        """(mask, box_xyxy) pairs computed on the frame with `header` from `camera` -> their 3D."""
+    def capture(self, camera: str, header) -> DepthFrame | str:
+        """The depth for the image with `header` from `camera`, or why there is none. Take it when the image is
+        taken: a query's models may run longer than the depth ring holds."""
         source = self.depth.get(camera)
         if source is None:
-            reason = f"no depth topic for camera {camera!r} (parameter depth_topics)"
-            return Lifting3D([No3D(reason) for _ in masks], False, reason)
-        frame = source.match(header, self.wait_s)
+            return f"no depth topic for camera {camera!r} (parameter depth_topics)"
+        return source.match(header, self.wait_s)
+
+    def lift(self, camera: str, header, masks, factory, captured: DepthFrame | str | None = None) -> Lifting3D:
+        """(mask, box_xyxy) pairs computed on the image with `header` from `camera` -> their 3D (with the depth
+        `captured` for it earlier, or matched now)."""
+        frame = self.capture(camera, header) if captured is None else captured
         lifted = lift_all(masks, frame, self.config)
         if isinstance(frame, str):
             return Lifting3D(lifted, False, frame)
@@ -214,6 +233,8 @@ class DepthLifter:
             if isinstance(found, RigidTransform):
                 moved = [transform_object(item, found) if isinstance(item, Object3D) else item for item in lifted]
                 target_header = factory.new("std_msgs/msg/Header", stamp=header.stamp, frame_id=self.target_frame)
+                with self._lock:
+                    self.last_target_problem = ""
                 return target_header, moved
             problem = found
         with self._lock:

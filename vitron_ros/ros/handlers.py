@@ -192,11 +192,12 @@ class VitronHandlers:
             frame = self.frame_for(camera, image_msg)
             sketches = sketches_from_prompts(points, boxes, frame.rgb.shape[:2])
             pipeline = self._loaded()
+            depth = self._capture(camera, frame.header)  # now: the models may outlast the depth ring
             if reply:
                 result = pipeline.ground_reply(frame.rgb, request, reply, sketches, progress=progress)
             else:
                 result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
-            spatial = self.lift(camera, frame.header, result.masks)
+            spatial = self.lift(camera, frame.header, result.masks, depth)
             outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay,
                                         self.cropped_masks, spatial)
             return QueryOutcome(outputs.answer, outputs, frame, result.timings)
@@ -244,6 +245,7 @@ class VitronHandlers:
             frame = self.frame_for(camera, image_msg)
             calls, labels = segment_calls(points, boxes, everything, frame.rgb.shape[:2])
             pipeline = self._loaded()
+            depth = self._capture(camera, frame.header)
             with pipeline.model_lock:
                 outputs = pipeline.run_specialist(pipeline.grounder, Frame(frame.rgb), calls)
             masks, errors = [], []
@@ -258,7 +260,7 @@ class VitronHandlers:
                 else:
                     best = output.masks[0]
                     masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
-            spatial = self.lift(camera, frame.header, masks)
+            spatial = self.lift(camera, frame.header, masks, depth)
             return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header, self.cropped_masks,
                                                  spatial.lifted if spatial else None), "; ".join(errors), frame)
         except Exception as exc:  # noqa: BLE001 - contained, as in query()
@@ -303,10 +305,11 @@ class VitronHandlers:
             if not frames:
                 raise VitronInputError(f"no frame received yet from camera {name!r}; is its image topic publishing?")
             sampling = ClipSampling(frames=int(num_frames) or self.video_frames)
-            result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
             first = frames[0]
+            depth = self._capture(name, first.header)
+            result, _ = self._loaded().ask_clip([f.rgb for f in frames], request, sampling, progress=progress)
             outputs = published_outputs(self.factory, result, first.rgb, first.header, request, request_id, self.overlay,
-                                        self.cropped_masks, self.lift(name, first.header, result.masks))
+                                        self.cropped_masks, self.lift(name, first.header, result.masks, depth))
             tracks = clip_tracks_msgs(self.factory, result.tracks, [f.header for f in frames]) if result.tracks else []
             return VideoQueryOutcome(outputs.answer, tracks, len(frames), outputs, result.timings)
         except QueryCancelled:
@@ -317,12 +320,19 @@ class VitronHandlers:
         answer = error_answer_msg(self.factory, header, request, request_id, error)
         return VideoQueryOutcome(answer, [], len(frames), None)
 
-    def lift(self, camera: str, header, masks: Sequence[GroundedMask]) -> Lifting3D | None:
+    def _capture(self, camera: str, header):
+        """`camera`'s depth for the image with `header` ('' = the first camera; a request's own image is matched
+        to it by stamp), taken before the models run; None without depth."""
+        if self.lifter is None:
+            return None
+        return self.lifter.capture(camera or next(iter(self.cameras)), header)
+
+    def lift(self, camera: str, header, masks: Sequence[GroundedMask], captured=None) -> Lifting3D | None:
         """The masks' 3D from `camera`'s depth at `header`'s stamp ('' = the first camera); None without depth."""
         if self.lifter is None:
             return None
         name = camera or next(iter(self.cameras))
-        return self.lifter.lift(name, header, [(m.mask, m.box_xyxy) for m in masks], self.factory)
+        return self.lifter.lift(name, header, [(m.mask, m.box_xyxy) for m in masks], self.factory, captured)
 
     def _loaded(self):
         with self.model_lock:

@@ -182,7 +182,9 @@ class VitronNode(LifecycleNode):
         self._closing.clear()
         self._goals_end.clear()
         cameras = {name: CameraFrames(name, p.clip_length, p.max_rate_hz) for name in p.cameras}
-        depth = {name: CameraDepth(topic, p.depth_stamp_tolerance_s) for name, topic in p.camera_depth_topics.items()}
+        # the depth ring covers the colour ring (a VideoQuery lifts its clip's first frame) and a second at 30 Hz
+        depth = {name: CameraDepth(topic, p.depth_stamp_tolerance_s, history=max(30, p.clip_length + 4))
+                 for name, topic in p.camera_depth_topics.items()}
         lifter = None
         if depth:
             transforms, missing = (None, "")
@@ -280,6 +282,9 @@ class VitronNode(LifecycleNode):
     def _destroy(self) -> None:
         """Stop the threads, let running requests drain, then destroy every entity on the executor's spin thread."""
         self._closing.set()
+        lifter = self.handlers.lifter if self.handlers is not None else None
+        if lifter is not None and hasattr(lifter.transforms, "close"):
+            lifter.transforms.close()  # the TF listener's subscriptions
         for worker in self.workers.values():
             worker.shutdown(wait=False)
         for loop in self.tracking_loops.values():

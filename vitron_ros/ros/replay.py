@@ -8,8 +8,8 @@ Output: a rosbag2 (MCAP by default) holding, per processed frame, the input imag
 `ros2 bag`, rviz (through `ros2 bag play`) and Foxglove can open it.
 
 With `depth_topic` (a bag's aligned depth, and its camera_info beside it or the image's), each image is processed
-once the next image arrives, so its depth, recorded a few milliseconds after it, is there: matched by stamp, as the
-node does.
+once the next image (or the end of the bag) is read, so its depth, recorded a few milliseconds after it, is there:
+matched by stamp, as the node does.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def replay(
     tracking = handlers.tracking_for(CAMERA) if track else None
     summary.object_ids = [tracking.add(prompt) for prompt in track] if tracking else []
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    total = count if max_frames is None else min(count, max_frames * every)
+    total = -(-count // every) if max_frames is None else min(-(-count // every), max_frames)  # processed frames
     with Writer(out, version=8, storage_plugin=plugin) as writer:
         connections = {}
 
@@ -224,22 +224,24 @@ def replay(
         pending: tuple[int, InputMessage] | None = None  # an image waits for the next one: its depth comes after it
         progress = tqdm(total=total, desc="replay", unit="frame", disable=not show_progress)
         for item in messages:
-            write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
             if item.topic != topic:  # depth and camera_infos
+                write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
                 if item.msgtype == CAMERA_INFO:
                     depth.add_info(item.msg, colour=item.topic == camera_info_topic(topic))
                 else:
                     depth.add_depth(item.msg)
                 continue
+            if pending is not None:  # any next image: what was recorded before it (the depth) is in
+                process(*pending)
+                pending = None
             index, skip = index + 1, index % every
-            progress.update()
             if skip:
                 continue
             if max_frames is not None and processed >= max_frames:
                 break
+            progress.update()
             processed += 1
-            if pending is not None:
-                process(*pending)
+            write(item.topic, item.msgtype, item.msg, item.timestamp_ns)
             pending = (index - 1, item)
         if pending is not None:
             process(*pending)

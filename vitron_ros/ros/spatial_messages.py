@@ -52,7 +52,7 @@ def _box(factory: MessageFactory, centre, size, quaternion=(0.0, 0.0, 0.0, 1.0))
 def object_3d_msg(factory: MessageFactory, lifted: Lifted | None) -> Any:
     """vitron_ros_msgs/Object3D: the estimate, or valid=false with the reason."""
     if lifted is None:
-        return factory.new("vitron_ros_msgs/msg/Object3D", valid=False, reason="no depth: 3D is off")
+        return factory.new("vitron_ros_msgs/msg/Object3D", valid=False, reason="no depth_topics: 3D is off")
     if not isinstance(lifted, Object3D):
         return factory.new("vitron_ros_msgs/msg/Object3D", valid=False, reason=lifted.reason,
                            valid_pixels=int(lifted.valid_pixels))

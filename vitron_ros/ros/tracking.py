@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import VitronInputError
+from ..core.lifting import No3D
 from ..core.masks import mask_to_box
 from ..core.overlay import render_tracks
 from ..core.tracking.state import (
@@ -152,7 +153,8 @@ class CameraTracking:
         spatial = None
         if self.lifter is not None:
             spatial = self.lifter.lift(self.camera, frame.header, [(s.mask, s.box_xyxy) for s in visible], self.factory)
-        lifted = dict(zip([s.object_id for s in visible], spatial.lifted, strict=True)) if spatial else {}
+        lifted = {s.object_id: No3D("not visible in this frame") for s in tracks.objects} if spatial else {}
+        lifted.update(zip([s.object_id for s in visible], spatial.lifted, strict=True) if spatial else ())
         msg = tracks_msg(self.factory, tracks, frame.header, self.cropped_masks, lifted)
         step = TrackStep(tracks, msg, overlay, tracked - started)
         if spatial is not None and spatial.matched:
