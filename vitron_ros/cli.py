@@ -103,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     track.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
     track.add_argument("--out", default="vitron_track", help="folder for overlay.mp4, strip.png and tracks.jsonl")
 
+    edit_video = commands.add_parser("edit-video", help="edit an object through a video: tracked, frame by frame; "
+                                                        "writes edited.mp4, sheet.png, result.json")
+    edit_video.add_argument("video", help="video file OpenCV can read (mp4, avi, ...)")
+    edit_video.add_argument("request", help='the edit in language, e.g. "remove the red circle"')
+    edit_video.add_argument("--reply", default=None, help="carry out this invocation reply on the first frame instead "
+                                                          "of generating one (as `vitron edit --reply`)")
+    edit_video.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    edit_video.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
+    edit_video.add_argument("--profiles-file", default=None)
+    edit_video.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    edit_video.add_argument("--out", default="vitron_edit_video", help="folder for edited.mp4, sheet.png, result.json")
+
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
     train.add_argument("--stage", required=True,
                        help="a stage name (align, invocation, decoder, grounding, synergy, video, edit), 'tracker' "
@@ -334,6 +346,72 @@ def _replay(args) -> int:
               f"{summary.topic}; wrote {summary.out}")
     for error in summary.errors:
         print(f"  {error}")
+    return 0
+
+
+def _edit_video(args) -> int:
+    """Read, track, edit and write a video one frame at a time (memory does not grow with its length)."""
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from .core.config import load_profile
+    from .core.image_io import save_image
+    from .core.pipeline import VitronPipeline
+    from .core.video_edit import TrackedEdit
+
+    profile = load_profile(args.profile, args.profiles_file)
+    if args.max_frames is not None and args.max_frames < 2:
+        raise VitronInputError(f"--max-frames {args.max_frames}: a video edit needs at least 2 frames")
+    capture = cv2.VideoCapture(args.video)
+    if not Path(args.video).is_file() or not capture.isOpened():
+        raise VitronInputError(f"cannot open video {args.video}: not a file OpenCV can read")
+    ok, first = capture.read()
+    if not ok:
+        raise VitronInputError(f"video {args.video} has no readable frame")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+    limit = min(x for x in (args.max_frames, total) if x) if (args.max_frames or total) else None
+    if limit is not None and limit < 2:
+        raise VitronInputError(f"video {args.video} has {limit} frame: a video edit needs at least 2")
+    pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
+    first = np.ascontiguousarray(first[..., ::-1])
+    edit = TrackedEdit.start(pipeline, first, args.request, args.reply, progress=_denoise_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(out / "edited.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                             (first.shape[1], first.shape[0]))
+    frames, sheet, stride, rgb = [], [], 1, first
+    with tqdm(total=limit, desc="edit-video", unit="frame") as bar:
+        while rgb is not None:
+            done = edit.step(rgb)
+            writer.write(np.ascontiguousarray(done.image[..., ::-1]))
+            frames.append({"frame": done.index, "edited": done.edited, "region_pixels": int(done.region.sum()),
+                           "seconds": round(done.seconds, 3), "notes": done.notes})
+            for note in done.notes:
+                tqdm.write(f"frame {done.index}: {note}", file=sys.stderr)
+            if done.index % stride == 0:  # a contact sheet over the whole video, thinned as it grows
+                sheet.append(np.concatenate([rgb, done.image], axis=0))
+                if len(sheet) > 40:
+                    sheet, stride = sheet[::2], stride * 2
+            bar.update(1)
+            if args.max_frames is not None and done.index + 1 >= args.max_frames:
+                break
+            ok, bgr = capture.read()
+            rgb = np.ascontiguousarray(bgr[..., ::-1]) if ok else None
+    capture.release()
+    writer.release()
+    if len(frames) < 2:
+        raise VitronInputError(f"video {args.video} has {len(frames)} frame: a video edit needs at least 2")
+    picks = sorted({round(i * (len(sheet) - 1) / 5) for i in range(6)})
+    save_image(out / "sheet.png", np.concatenate([sheet[i] for i in picks], axis=1))
+    result = {"request": args.request, "synthetic": True, "answer": edit.plan.answer, "raw_reply": edit.plan.raw_reply,
+              "edits": [e.label for e in edit.edits], "frames": frames, "frames_edited": edit.edited_frames,
+              "errors": edit.plan.errors}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    print(f"edited {edit.edited_frames} of {len(frames)} frame(s) ({', '.join(e.label for e in edit.edits)}); "
+          f"wrote {out / 'edited.mp4'} (synthetic), {out / 'sheet.png'} (source above, edited below) and "
+          f"{out / 'result.json'}")
     return 0
 
 
@@ -617,7 +695,7 @@ def _eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "models": _models, "engines": _engines,
+        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines,
                     "train": _train,
                     "eval": _eval}
         return commands[args.command](args)

@@ -401,10 +401,11 @@ class VitronPipeline:
     def _serve(self, query: _Query, result: VitronResult, module: str, items) -> None:
         with query.timer.stage(f"{module}_answer"):
             outputs = self.run_specialist(module, query.frame, [call for _, _, call, _ in items])
-        for (index, invocation, _, source), output in zip(items, outputs, strict=True):
+        for (index, invocation, call, source), output in zip(items, outputs, strict=True):
             if isinstance(output, Exception):
                 query.errors.append(f"invocation {index} ({module} {invocation.task}): {output}")
                 continue
+            result.calls[index] = (module, call)
             self._collect(result, module, index, invocation, output, source, query.request)
 
     def _grounded(self, invocation: Invocation) -> bool:

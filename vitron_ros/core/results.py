@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,9 @@ class VitronResult:
     tracks: list[MaskTrack] = field(default_factory=list)  # clip queries: each grounded mask through the clip
     clip_frames: int = 0  # frames a clip query saw (0: a still image)
     images: list[SyntheticImage] = field(default_factory=list)  # edited and generated images, invocation order
+    # invocation index -> (specialist, the SpecialistCall it served, mask included): what a video edit repeats on
+    # later frames with each frame's tracked mask
+    calls: dict[int, tuple[str, Any]] = field(default_factory=dict)
 
     @property
     def grounded_phrases(self) -> list[tuple[str, GroundedMask]]:

@@ -1,0 +1,82 @@
+"""Editing through the tracker's masks (core/video_edit.py, `vitron edit-video`) on the tiny profile: every frame's
+pixels outside the edited region are the input's, the object is followed, and bad requests say what is wrong."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vitron_ros.cli import main
+from vitron_ros.core.errors import VitronInputError
+from vitron_ros.core.shapes.world import generate_clip
+from vitron_ros.core.video_edit import TrackedEdit
+
+REMOVE = "<module>editor</module> <instruction>remove: the shape</instruction> <Region>[{}]</Region> [SEG]"
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return generate_clip(seed=5, frames=5, size=64, max_objects=2)
+
+
+def _reply_for(clip) -> str:
+    """A remove on the first object's box (the tiny LLM's own boxes are noise; a given reply is deterministic)."""
+    ys, xs = np.nonzero(clip.masks[0][0])
+    box = [xs.min() / 64, ys.min() / 64, (xs.max() + 1) / 64, (ys.max() + 1) / 64]
+    return REMOVE.format(", ".join(f"{v:.3f}" for v in box))
+
+
+def test_every_frame_is_edited_inside_its_tracked_mask_only(tiny_pipeline, clip):
+    edit = TrackedEdit.start(tiny_pipeline, clip.frames[0], "remove the shape", _reply_for(clip))
+    assert [e.label for e in edit.edits] == ["remove: the shape"]
+    for index, frame in enumerate(clip.frames):
+        out = edit.step(frame)
+        assert out.index == index and out.image.shape == frame.shape and out.image.dtype == np.uint8
+        assert np.array_equal(out.image[~out.region], frame[~out.region])  # byte for byte, in every frame
+        if out.edited:
+            assert out.region.any() and (out.region | ~out.masks[0]).all()  # the region covers the tracked mask
+        else:
+            assert not out.region.any() and out.notes
+    assert edit.frames == len(clip.frames) and edit.edited_frames >= 1
+
+
+def test_bad_video_edits_say_what_is_wrong(tiny_pipeline, clip):
+    with pytest.raises(VitronInputError, match="nothing to track"):
+        TrackedEdit.start(tiny_pipeline, clip.frames[0], "hello", "<module>segmenter</module> oops")
+    edit = TrackedEdit.start(tiny_pipeline, clip.frames[0], "remove the shape", _reply_for(clip))
+    with pytest.raises(VitronInputError, match="frame 0 is 32x32 but the stream's frames are 64x64"):
+        edit.step(clip.frames[0][:32, :32])
+
+
+def test_edit_video_cli_writes_the_video_sheet_and_a_synthetic_result(tiny_profile, clip, tmp_path, capsys):
+    import cv2
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    for frame in clip.frames:
+        writer.write(np.ascontiguousarray(frame[..., ::-1]))
+    writer.release()
+    out = tmp_path / "out"
+    code = main(["edit-video", str(video), "remove the shape", "--reply", _reply_for(clip), "--profile", "tiny",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads((out / "result.json").read_text())
+    assert result["synthetic"] is True and len(result["frames"]) == len(clip.frames)
+    assert result["frames_edited"] == sum(f["edited"] for f in result["frames"]) >= 1
+    capture = cv2.VideoCapture(str(out / "edited.mp4"))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == len(clip.frames)
+    sheet = cv2.imread(str(out / "sheet.png"))
+    assert sheet.shape[0] == 128 and sheet.shape[1] % 64 == 0  # source above, edited below
+    one = tmp_path / "one.avi"
+    writer = cv2.VideoWriter(str(one), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 64))
+    writer.write(np.ascontiguousarray(clip.frames[0][..., ::-1]))
+    writer.release()
+    assert main(["edit-video", str(one), "remove it", "--profile", "tiny", "--out", str(tmp_path / "o2")]) == 2
+    assert "needs at least 2" in capsys.readouterr().err
+    assert main(["edit-video", str(tmp_path / "none.mp4"), "x", "--profile", "tiny"]) == 2
+    assert "cannot open video" in capsys.readouterr().err
