@@ -10,7 +10,7 @@ import pytest
 
 from vitron_ros.cli import main
 from vitron_ros.core.errors import VitronInputError
-from vitron_ros.core.shapes.world import generate_clip
+from vitron_ros.core.shapes.world import COLOURS, generate_clip
 from vitron_ros.core.video_edit import TrackedEdit
 
 REMOVE = "<module>editor</module> <instruction>remove: the shape</instruction> <Region>[{}]</Region> [SEG]"
@@ -80,3 +80,20 @@ def test_edit_video_cli_writes_the_video_sheet_and_a_synthetic_result(tiny_profi
     assert "needs at least 2" in capsys.readouterr().err
     assert main(["edit-video", str(tmp_path / "none.mp4"), "x", "--profile", "tiny"]) == 2
     assert "cannot open video" in capsys.readouterr().err
+
+
+def test_video_edit_suite_truth_and_report(tiny_pipeline):
+    from vitron_ros.core.evaluation.video_edit_suite import evaluate_video_edit, format_video_edit_report, video_edit_case
+
+    clip, target, request, reply, truth, masks, colour = video_edit_case(2_200_000_003, "remove", frames=3)
+    for t, (want, source) in enumerate(zip(truth, clip.frames, strict=True)):
+        changed = (want != source).any(-1)
+        assert not (changed & ~clip.masks[t][target]).any()  # only the removed object's own pixels change
+        assert changed[masks[t]].all() or not masks[t].any()  # the removed object's pixels all change
+    clip, target, _, reply, truth, masks, colour = video_edit_case(2_200_000_003, "recolour", frames=3)
+    assert f"to {colour}" in reply and (truth[0][masks[0]] == np.array(COLOURS[colour])).all()
+    report = evaluate_video_edit(tiny_pipeline, clips=1, frames=3)
+    for task in ("remove", "recolour"):
+        assert report[task]["frames"] == 3 and 0 <= report[task]["l1_region"] <= 1
+        assert 0 <= report[task]["l1_outside"] <= 1 and report[task]["change"] >= 0  # random weights: no quality
+    assert len(report["targets"]) == 3 and "| remove | 3 |" in format_video_edit_report(report)

@@ -126,17 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profiles-file", default=None)
 
     evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
-    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit", "3d"),
+    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit", "3d", "video-edit"),
                           help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips; edit: image "
                                "edits and layouts against re-rendered truths; 3d: masks lifted with depth against "
-                               "exact RGB-D geometry (no model; default 100 scenes)")
+                               "exact RGB-D geometry (no model; default 100 scenes); video-edit: objects removed and "
+                               "recoloured through clips against re-rendered truths")
     evaluate.add_argument("--profile", default="shapes")
     evaluate.add_argument("--profiles-file", default=None)
     evaluate.add_argument("--scenes", type=int, default=None,
                           help="held-out scenes (shapes suite: per task, default 200; edit suite: default 50)")
     evaluate.add_argument("--no-ablation", action="store_true", help="edit suite: skip the text/signal ablation")
-    evaluate.add_argument("--clips", type=int, default=40, help="held-out clips (video suite)")
-    evaluate.add_argument("--frames", type=int, default=24, help="frames per clip (video suite)")
+    evaluate.add_argument("--clips", type=int, default=None, help="held-out clips (video: 40, video-edit: 10)")
+    evaluate.add_argument("--frames", type=int, default=None, help="frames per clip (video: 24, video-edit: 8)")
     evaluate.add_argument("--json", default=None, help="also write the full report to this file")
     evaluate.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
 
@@ -666,13 +667,24 @@ def _eval(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0
+    defaults = {"video": (40, 24), "video-edit": (10, 8)}.get(args.suite, (40, 24))
+    args.clips, args.frames = args.clips or defaults[0], args.frames or defaults[1]
     profile = load_profile(args.profile, args.profiles_file)
+    if args.suite == "video-edit" and (profile.section("tracker") is None or profile.section("editor") is None):
+        raise VitronInputError(f"profile {profile.name!r} needs a tracker and an editor for the video-edit suite")
+    if args.suite == "video-edit" and (args.clips < 1 or args.frames < 2):
+        raise VitronInputError("the video-edit suite needs --clips >= 1 and --frames >= 2")
     if args.suite == "video" and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; the video suite needs one")
     if args.suite == "video" and (args.clips < 1 or args.frames < 3):
         raise VitronInputError("the video suite needs --clips >= 1 and --frames >= 3 (DAVIS leaves out two frames)")
     pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
-    if args.suite == "video":
+    if args.suite == "video-edit":
+        from .core.evaluation.video_edit_suite import evaluate_video_edit, format_video_edit_report
+
+        report = evaluate_video_edit(pipeline, clips=args.clips, frames=args.frames, progress=True)
+        print(format_video_edit_report(report))
+    elif args.suite == "video":
         from .core.evaluation.video_suite import evaluate_video, format_video_report
 
         report = evaluate_video(pipeline, clips=args.clips, frames=args.frames, progress=True)
