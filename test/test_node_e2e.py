@@ -409,6 +409,46 @@ def test_edit_action_feedback_per_step_marked_images_exact_outside_and_cancel(no
     assert "no image was edited or generated" in result.result.answer.error and "paint" in result.result.answer.error
 
 
+def test_edit_video_action_edits_the_recent_frames_through_the_tracker_and_cancels(node, probe):
+    import numpy as np
+    from action_msgs.msg import GoalStatus
+    from vitron_ros_msgs.action import EditVideo
+    from vitron_ros_msgs.msg import SyntheticImage
+
+    edited = probe.record(SyntheticImage, "/vitron/edited")
+    _wait_frame(probe, "front")
+    reply = ("<module>editor</module> <instruction>remove: the red square</instruction> "
+             "<Region>[0.15, 0.17, 0.55, 0.58]</Region> [SEG]")
+    goal = EditVideo.Goal(request="remove the red square", request_id="v1", camera="front", reply=reply, max_frames=2)
+    feedback: list = []
+    handle = _send_goal(probe, EditVideo, "/vitron/edit_video", goal, feedback)
+    result = wait_future(handle.get_result_async(), 240, "EditVideo result")
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.answer.error
+    done = result.result
+    assert done.frames_edited + done.frames_unchanged == 2 and done.frames_edited >= 1
+    assert [f.frame for f in feedback] == [1, 2] and all(f.frames == 2 for f in feedback)
+    mine = wait_until(lambda: [m for m in edited if m.request_id == "v1"], 10, "edited frames on ~/edited")
+    assert len({stamp_of(m.header) for m in mine}) == done.frames_edited  # one per frame, each its own header
+    for m in mine:
+        assert m.synthetic and m.header.frame_id == "front" and m.label == "remove: the red square"
+        region = np.frombuffer(bytes(m.region.data), np.uint8).reshape(m.region.height, m.region.width) > 0
+        assert region.any() and not region.all()
+
+    # live, cancelled after its first frame
+    feedback = []
+    live = EditVideo.Goal(request="remove the red square", camera="front", reply=reply, live=True)
+    handle = _send_goal(probe, EditVideo, "/vitron/edit_video", live, feedback)
+    wait_until(lambda: feedback, 120, "the first live frame")
+    wait_future(handle.cancel_goal_async(), 30, "cancel")
+    result = wait_future(handle.get_result_async(), 120, "cancelled EditVideo result")
+    assert result.status == GoalStatus.STATUS_CANCELED
+
+    # a request that edits nothing the tracker could follow aborts with the reason
+    bad = EditVideo.Goal(request="hello", camera="front", reply="<module>segmenter</module> hi")
+    result = wait_future(_send_goal(probe, EditVideo, "/vitron/edit_video", bad, []).get_result_async(), 60, "bad")
+    assert result.status == GoalStatus.STATUS_ABORTED and "nothing to track" in result.result.answer.error
+
+
 # -- parameters -----------------------------------------------------------------------------------------------------
 def test_parameters_are_described_and_bad_values_refused_with_a_reason(node, probe):
     from rcl_interfaces.srv import DescribeParameters

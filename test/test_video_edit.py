@@ -97,3 +97,62 @@ def test_video_edit_suite_truth_and_report(tiny_pipeline):
         assert report[task]["frames"] == 3 and 0 <= report[task]["l1_region"] <= 1
         assert 0 <= report[task]["l1_outside"] <= 1 and report[task]["change"] >= 0  # random weights: no quality
     assert len(report["targets"]) == 3 and "| remove | 3 |" in format_video_edit_report(report)
+
+
+# -- EditVideo.action, without rclpy ----------------------------------------------------------------------------------
+def _handlers_with_frames(tiny_pipeline, clip, count):
+    from vitron_ros.ros.frame_buffer import CameraFrames
+    from vitron_ros.ros.handlers import VitronHandlers
+    from vitron_ros.ros.image_conversions import numpy_to_image
+    from vitron_ros.ros.interfaces import TypestoreFactory, header
+
+    factory = TypestoreFactory()
+    frames = CameraFrames("front", ring_length=8)
+    for t in range(count):
+        frames.add_image(numpy_to_image(clip.frames[t], "rgb8", factory, header(factory, 1000 + t, "front_optical")))
+    handlers = VitronHandlers(factory, {"front": frames})
+    handlers.pipeline = tiny_pipeline
+    return handlers, factory
+
+
+def _goal(factory, **fields):
+    return factory.new("vitron_ros_msgs/action/EditVideo_Goal", request="remove the shape", **fields)
+
+
+def test_edit_video_goal_edits_the_recent_frames_and_publishes_each_with_its_header(tiny_pipeline, clip):
+    from vitron_ros.ros.image_conversions import image_to_numpy
+    from vitron_ros.ros.interfaces import stamp_ns
+    from vitron_ros.ros.video_editing import run_edit_video_goal
+
+    handlers, factory = _handlers_with_frames(tiny_pipeline, clip, 5)
+    feedback, images = [], []
+    result, outcome = run_edit_video_goal(handlers, _goal(factory, reply=_reply_for(clip), max_frames=4), factory,
+                                          lambda: False, feedback.append, images.append)
+    assert outcome == "succeeded" and result.answer.error == "", result.answer.error
+    assert result.frames_edited + result.frames_unchanged == 4 and len(images) == result.frames_edited >= 1
+    assert [f.frame for f in feedback] == [1, 2, 3, 4] and all(f.frames == 4 for f in feedback)
+    for msg in images:
+        t = stamp_ns(msg.header) - 1000
+        assert msg.synthetic and msg.kind == "edited" and msg.header.frame_id == "front_optical"
+        edited, region = image_to_numpy(msg.image), image_to_numpy(msg.region) > 0
+        assert np.array_equal(edited[~region], clip.frames[t][~region])  # the source frame's pixels outside
+
+
+def test_edit_video_goal_refuses_short_clips_and_untrackable_requests_and_stops_on_cancel(tiny_pipeline, clip):
+    from vitron_ros.ros.video_editing import run_edit_video_goal
+
+    handlers, factory = _handlers_with_frames(tiny_pipeline, clip, 1)
+    result, outcome = run_edit_video_goal(handlers, _goal(factory, reply=_reply_for(clip)), factory, lambda: False,
+                                          lambda f: None, lambda m: None)
+    assert outcome == "aborted" and "clip too short" in result.answer.error
+    handlers, factory = _handlers_with_frames(tiny_pipeline, clip, 4)
+    result, outcome = run_edit_video_goal(handlers, _goal(factory, reply="<module>segmenter</module> x"), factory,
+                                          lambda: False, lambda f: None, lambda m: None)
+    assert outcome == "aborted" and "nothing to track" in result.answer.error
+    result, _ = run_edit_video_goal(handlers, _goal(factory, camera="rear"), factory, lambda: False,
+                                    lambda f: None, lambda m: None)
+    assert "unknown camera 'rear'" in result.answer.error
+    feedback = []
+    result, outcome = run_edit_video_goal(handlers, _goal(factory, reply=_reply_for(clip)), factory,
+                                          lambda: len(feedback) >= 1, feedback.append, lambda m: None)
+    assert outcome == "canceled" and result.answer.error == "cancelled" and len(feedback) == 1

@@ -38,7 +38,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from vision_msgs.msg import Detection2DArray, Detection3DArray
 from visualization_msgs.msg import MarkerArray
-from vitron_ros_msgs.action import Ask, Edit, Track, VideoQuery
+from vitron_ros_msgs.action import Ask, Edit, EditVideo, Track, VideoQuery
 from vitron_ros_msgs.msg import Answer, GroundedMaskArray, TrackedObjectArray
 from vitron_ros_msgs.srv import AddObjects, Query, RemoveObject, Segment
 
@@ -67,6 +67,7 @@ from .result_messages import output_topics
 from .tracking import TrackStep, run_track_goal
 from .tracking_loop import TrackingLoop
 from .transforms import tf_lookup
+from .video_editing import run_edit_video_goal
 
 OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Detection2DArray,
                 "overlay": Image, "tracks": TrackedObjectArray, "tracks_overlay": Image}  # fmt: skip
@@ -271,6 +272,9 @@ class VitronNode(LifecycleNode):
             ActionServer(self, Track, "~/track",
                          execute_callback=self._goal("Track", self._execute_track, Track.Result), **accept),
             ActionServer(self, Edit, "~/edit", execute_callback=self._goal("Edit", self._execute_edit, Edit.Result),
+                         **accept),
+            ActionServer(self, EditVideo, "~/edit_video",
+                         execute_callback=self._goal("EditVideo", self._execute_edit_video, EditVideo.Result),
                          **accept),
             ActionServer(self, VideoQuery, "~/video_query",
                          execute_callback=self._goal("VideoQuery", self._execute_video_query, VideoQuery.Result),
@@ -549,6 +553,22 @@ class VitronNode(LifecycleNode):
             self.health.request_failed("edit", answer.error)
         self._end_goal(goal_handle, answer)
         return Edit.Result(answer=answer, images=images)
+
+    def _execute_edit_video(self, goal_handle):
+        """EditVideo.action: feedback per frame, each edited frame on ~/edited; cancel stops between frames and
+        inside the denoising loop. Runs on the action's thread (not the camera's query worker: it may edit for
+        minutes); the pipeline's locks make it take turns with queries on the LLM and the editor."""
+        result, outcome = run_edit_video_goal(
+            self.handlers, goal_handle.request, self.factory, lambda: self._goal_stopped(goal_handle),
+            goal_handle.publish_feedback, lambda msg: self._publish_output("edited", msg),
+        )  # fmt: skip
+        if outcome == "canceled" and not goal_handle.is_cancel_requested:
+            result.answer.error = result.answer.error or "the node was deactivated or cleaned up while the goal ran"
+            outcome = "aborted"
+        if result.answer.error and outcome != "canceled":
+            self.health.request_failed("edit_video", result.answer.error)
+        {"succeeded": goal_handle.succeed, "canceled": goal_handle.canceled, "aborted": goal_handle.abort}[outcome]()
+        return result
 
     def _goal_stopped(self, goal_handle) -> bool:
         """A cancel was requested, or the node is deactivating or cleaning up."""
