@@ -409,6 +409,35 @@ def test_edit_action_feedback_per_step_marked_images_exact_outside_and_cancel(no
     assert "no image was edited or generated" in result.result.answer.error and "paint" in result.result.answer.error
 
 
+def test_edit_action_makes_a_clip_from_the_camera_frame_on_generated_video(node, probe):
+    from action_msgs.msg import GoalStatus
+    from vitron_ros_msgs.action import Edit
+    import yaml
+    from vitron_ros_msgs.msg import SyntheticImage
+
+    from test.conftest import REPO
+
+    frames = yaml.safe_load((REPO / "config" / "profiles.yaml").read_text())["profiles"]["tiny"]["video_generator"]["frames"]
+    published = probe.record(SyntheticImage, "/vitron/generated_video")
+    _wait_frame(probe, "front")
+    reply = "<module>video_generator</module> <instruction>image_to_video: the red square moves left</instruction>"
+    goal = Edit.Goal(request="show the red square moving left", request_id="g1", camera="front", reply=reply)
+    feedback: list = []
+    result = wait_future(_send_goal(probe, Edit, "/vitron/edit", goal, feedback).get_result_async(), 120, "Edit result")
+    assert result.status == GoalStatus.STATUS_SUCCEEDED, result.result.answer.error
+    clip = result.result.images
+    assert [m.frame for m in clip] == list(range(frames)) and all(m.frame_count == frames for m in clip)
+    height, width = scene().shape[:2]  # the camera's frame size: image-to-video keeps it
+    for m in clip:
+        assert m.synthetic and (m.kind, m.specialist, m.task) == ("generated_video", "video_generator", "image_to_video")
+        assert m.fps > 0 and m.header.frame_id == "front" and (m.image.height, m.image.width) == (height, width)
+        assert m.image.encoding == "rgb8" and set(bytes(m.region.data)) == {255}  # every pixel is synthetic
+    assert any(f.stage == "denoise" for f in feedback)
+    mine = wait_until(lambda: (lambda got: got if len(got) == frames else None)(
+        [m for m in published if m.request_id == "g1"]), 10, "the clip's frames on ~/generated_video")
+    assert [m.frame for m in mine] == list(range(frames))  # in order, none dropped
+
+
 def test_edit_video_action_edits_the_recent_frames_through_the_tracker_and_cancels(node, probe):
     import numpy as np
     from action_msgs.msg import GoalStatus

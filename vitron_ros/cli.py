@@ -59,7 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="generate an image by request; writes generated.png, result.json")
     generate.add_argument("request", help='e.g. "a picture of a red circle left of a blue square"')
     generate.add_argument("--image", default=None, help="image the LLM sees with the request (default: a blank one)")
-    for command, out in ((edit, "vitron_edit"), (generate, "vitron_generate")):
+    generate_video = commands.add_parser("generate-video", help="generate a clip by request (text-to-video, or "
+                                                                "image-to-video with --image); writes "
+                                                                "generated_video.mp4, a contact sheet, result.json")
+    generate_video.add_argument("request", help='e.g. "a red circle moving to the left", or with --image '
+                                                '"show me how the cup would move to the left"')
+    generate_video.add_argument("--image", default=None, help="the image the clip starts from (image-to-video) and the "
+                                                              "LLM sees (default: a blank one, text-to-video)")
+    for command, out in ((edit, "vitron_edit"), (generate, "vitron_generate"),
+                         (generate_video, "vitron_generate_video")):
         command.add_argument("--reply", default=None,
                              help="carry out this invocation reply instead of generating one, e.g. "
                                   "'<module>editor</module> <instruction>remove: the red circle</instruction> [SEG]'")
@@ -118,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
     train.add_argument("--stage", required=True,
                        help="a stage name (align, invocation, decoder, grounding, synergy, video, edit), 'tracker' "
-                            "(SAM 2), 'diffusion' (the generator/editor), 'signal' (its signal projector) or 'all'")
+                            "(SAM 2), 'diffusion' (the generator/editor), 'signal' (its signal projector), "
+                            "'video_generator' (AnimateDiff from the editor) or 'all'")
     train.add_argument("--config", required=True, help="training recipe YAML, e.g. config/train_shapes.yaml")
     train.add_argument("--work-dir", default=".train/shapes", help="checkpoints, logs and resumable state")
     train.add_argument("--fresh", action="store_true", help="ignore finished stages and saved state; start over")
@@ -126,17 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--profiles-file", default=None)
 
     evaluate = commands.add_parser("eval", help="score a profile on a held-out benchmark suite")
-    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit", "3d", "video-edit"),
+    evaluate.add_argument("--suite", required=True, choices=("shapes", "video", "edit", "3d", "video-edit", "video-gen"),
                           help="shapes: still-image tasks; video: DAVIS J&F on moving-shapes clips; edit: image "
                                "edits and layouts against re-rendered truths; 3d: masks lifted with depth against "
                                "exact RGB-D geometry (no model; default 100 scenes); video-edit: objects removed and "
-                               "recoloured through clips against re-rendered truths")
+                               "recoloured through clips against re-rendered truths; video-gen: text- and "
+                               "image-to-video clips read back for the requested objects and motion (default 20)")
     evaluate.add_argument("--profile", default="shapes")
     evaluate.add_argument("--profiles-file", default=None)
     evaluate.add_argument("--scenes", type=int, default=None,
                           help="held-out scenes (shapes suite: per task, default 200; edit suite: default 50)")
     evaluate.add_argument("--no-ablation", action="store_true", help="edit suite: skip the text/signal ablation")
-    evaluate.add_argument("--clips", type=int, default=None, help="held-out clips (video: 40, video-edit: 10)")
+    evaluate.add_argument("--clips", type=int, default=None, help="held-out clips (video: 40, video-edit: 10, "
+                                                                         "video-gen: 20)")
     evaluate.add_argument("--frames", type=int, default=None, help="frames per clip (video: 24, video-edit: 8)")
     evaluate.add_argument("--json", default=None, help="also write the full report to this file")
     evaluate.add_argument("--device", default="cpu", help="auto, cpu or cuda[:N]")
@@ -276,7 +287,8 @@ def _denoise_progress(stage: str, text: str) -> None:
 
 
 def _edit(args) -> int:
-    """`vitron edit` and `vitron generate`: the request through VITRON; every image it makes is written."""
+    """`vitron edit`, `vitron generate` and `vitron generate-video`: the request through VITRON; every image and
+    clip it makes is written (a clip as an mp4 and a contact sheet of six of its frames)."""
     import numpy as np
 
     from .core.image_io import load_image, save_image
@@ -304,6 +316,13 @@ def _edit(args) -> int:
         save_image(out / name, made.image)
         payload["images"][i]["file"] = name
         written.append(name)
+    clips = []
+    for i, video in enumerate(result.videos):
+        name = video.kind if i == 0 else f"{video.kind}_{i}"
+        write_clip(out / f"{name}.mp4", video.frames, video.fps or 8.0)
+        save_image(out / f"{name}_sheet.png", contact_sheet(video.frames))
+        payload["videos"][i].update(file=f"{name}.mp4", sheet=f"{name}_sheet.png")
+        clips.append(name)
     (out / "result.json").write_text(json.dumps(payload, indent=2))
     if args.json:
         print(json.dumps(payload, indent=2))
@@ -312,14 +331,41 @@ def _edit(args) -> int:
         for made, name in zip(result.images, written, strict=True):
             print(f"  {made.kind} ({made.specialist} {made.task}): {made.label!r}, {int(made.region.sum())} pixels "
                   f"changed -> {out / name} (synthetic)")
+        for video, name in zip(result.videos, clips, strict=True):
+            frames, height, width = video.frames.shape[:3]
+            print(f"  {video.kind} ({video.specialist} {video.task}): {video.label!r}, {frames} frames {width}x{height} "
+                  f"at {video.fps:g} fps -> {out / name}.mp4, {out / name}_sheet.png (synthetic)")
         for error in result.errors:
             print(f"  note: {error}")
         print(f"timings: {', '.join(f'{k} {v * 1000:.0f} ms' for k, v in result.timings.items())}")
-    if not result.images:
-        what = "edited" if args.command == "edit" else "generated"
-        reasons = "; ".join(result.errors) or f"the reply {result.raw_reply!r} calls neither the editor nor the generator"
+    made = result.videos if args.command == "generate-video" else result.images
+    if not made:
+        what = {"edit": "edited", "generate": "generated", "generate-video": "generated (no clip)"}[args.command]
+        callee = "the video generator" if args.command == "generate-video" else "neither the editor nor the generator"
+        reasons = "; ".join(result.errors) or f"the reply {result.raw_reply!r} calls {callee}"
         raise VitronInputError(f"nothing was {what}: {reasons}")
     return 0
+
+
+def write_clip(path: Path, frames, fps: float) -> None:
+    """(T, H, W, 3) uint8 RGB frames -> an mp4 (OpenCV's mp4v)."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.shape[2], frames.shape[1]))
+    if not writer.isOpened():
+        raise VitronInputError(f"cannot write {path}: OpenCV has no mp4v encoder here")
+    for rgb in frames:
+        writer.write(np.ascontiguousarray(rgb[..., ::-1]))
+    writer.release()
+
+
+def contact_sheet(frames, count: int = 6):
+    """`count` frames spread evenly over a clip, side by side."""
+    import numpy as np
+
+    picks = sorted({round(i * (len(frames) - 1) / (count - 1)) for i in range(count)})
+    return np.concatenate([frames[i] for i in picks], axis=1)
 
 
 def _replay(args) -> int:
@@ -404,8 +450,7 @@ def _edit_video(args) -> int:
     writer.release()
     if len(frames) < 2:
         raise VitronInputError(f"video {args.video} has {len(frames)} frame: a video edit needs at least 2")
-    picks = sorted({round(i * (len(sheet) - 1) / 5) for i in range(6)})
-    save_image(out / "sheet.png", np.concatenate([sheet[i] for i in picks], axis=1))
+    save_image(out / "sheet.png", contact_sheet(sheet))
     result = {"request": args.request, "synthetic": True, "answer": edit.plan.answer, "raw_reply": edit.plan.raw_reply,
               "edits": [e.label for e in edit.edits], "frames": frames, "frames_edited": edit.edited_frames,
               "errors": edit.plan.errors}
@@ -554,7 +599,8 @@ def _train(args) -> int:
     recipe = load_recipe(args.config)
     names = [s.name for s in recipe.stages]
     tracker_named = recipe.tracker is not None
-    own = (("tracker",) if tracker_named else ()) + (("diffusion", "signal") if recipe.diffusion else ())
+    own = ((("tracker",) if tracker_named else ()) + (("diffusion", "signal") if recipe.diffusion else ())
+           + (("video_generator",) if recipe.video_generator else ()))
     if args.stage not in ("all", *names, *own):
         raise VitronInputError(
             f"--stage {args.stage!r}: expected 'all', one of {names} or of {list(own)} (the recipe's own sections; "
@@ -581,7 +627,35 @@ def _train(args) -> int:
         _train_diffusion(recipe, profile, Path(args.work_dir), export=not args.no_export)
     if args.stage in ("signal", "all") and recipe.diffusion:
         _train_signal(recipe, profile, llm, Path(args.work_dir), export=not args.no_export)
+    if args.stage in ("video_generator", "all") and recipe.video_generator:
+        _train_video_generator(recipe, profile, Path(args.work_dir), export=not args.no_export)
     return 0
+
+
+def _train_video_generator(recipe, profile, work_dir: Path, export: bool) -> None:
+    """AnimateDiff parts from the editor this work dir trained (else the profile's), exported to the profile's
+    video_generator paths."""
+    import json
+
+    from .core.training.video_generator_training import PARTS, train_video_generator
+
+    section = profile.section("video_generator")
+    if section is None or section.image_controlnet is None:
+        raise VitronInputError(f"profile {profile.name!r} has no video_generator section with an image_controlnet to "
+                               "train a model for")
+    if section.frames != recipe.video_generator.frames:
+        raise VitronInputError(f"profile {profile.name!r} generates {section.frames} frames but the recipe trains on "
+                               f"{recipe.video_generator.frames}: make them equal")
+    editor = work_dir / "diffusion"
+    if not (editor / "model_index.json").is_file():
+        editor = _diffusion_destination(profile)
+    _progress(f"video generator stage: from the editor in {editor}")
+    folder = work_dir / "video_generator"
+    report = train_video_generator(folder, editor, recipe.video_generator, seed=recipe.seed, progress=_progress)
+    (work_dir / "video_generator_report.json").write_text(json.dumps(report, indent=1))
+    if export:
+        for part, destination in zip(PARTS, (section.model, section.motion_adapter, section.image_controlnet)):
+            _export_folder(folder / part, Path(destination))
 
 
 def _diffusion_destination(profile) -> Path:
@@ -667,13 +741,17 @@ def _eval(args) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(report, indent=2))
         return 0
-    defaults = {"video": (40, 24), "video-edit": (10, 8)}.get(args.suite, (40, 24))
+    defaults = {"video": (40, 24), "video-edit": (10, 8), "video-gen": (20, 0)}.get(args.suite, (40, 24))
     args.clips, args.frames = args.clips or defaults[0], args.frames or defaults[1]
     profile = load_profile(args.profile, args.profiles_file)
     if args.suite == "video-edit" and (profile.section("tracker") is None or profile.section("editor") is None):
         raise VitronInputError(f"profile {profile.name!r} needs a tracker and an editor for the video-edit suite")
     if args.suite == "video-edit" and (args.clips < 1 or args.frames < 2):
         raise VitronInputError("the video-edit suite needs --clips >= 1 and --frames >= 2")
+    if args.suite == "video-gen" and profile.section("video_generator") is None:
+        raise VitronInputError(f"profile {profile.name!r} has no video_generator; the video-gen suite needs one")
+    if args.suite == "video-gen" and (args.frames or args.clips < 1):
+        raise VitronInputError("the video-gen suite needs --clips >= 1; its frames are the profile's (no --frames)")
     if args.suite == "video" and profile.section("tracker") is None:
         raise VitronInputError(f"profile {profile.name!r} has no tracker; the video suite needs one")
     if args.suite == "video" and (args.clips < 1 or args.frames < 3):
@@ -684,6 +762,11 @@ def _eval(args) -> int:
 
         report = evaluate_video_edit(pipeline, clips=args.clips, frames=args.frames, progress=True)
         print(format_video_edit_report(report))
+    elif args.suite == "video-gen":
+        from .core.evaluation.video_generation_suite import evaluate_video_generation, format_video_generation_report
+
+        report = evaluate_video_generation(pipeline, clips=args.clips, progress=True)
+        print(format_video_generation_report(report))
     elif args.suite == "video":
         from .core.evaluation.video_suite import evaluate_video, format_video_report
 
@@ -707,7 +790,7 @@ def _eval(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        commands = {"query": _query, "edit": _edit, "generate": _edit, "replay": _replay, "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines,
+        commands = {"query": _query, "edit": _edit, "generate": _edit, "generate-video": _edit, "replay": _replay, "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines,
                     "train": _train,
                     "eval": _eval}
         return commands[args.command](args)

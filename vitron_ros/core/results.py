@@ -96,6 +96,34 @@ class SyntheticImage:
 
 
 @dataclass
+class SyntheticVideo:
+    """A clip a specialist made (text-to-video, image-to-video). Never an observation: `synthetic` is always True."""
+
+    kind: str  # the registry entry's topic ("generated_video")
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    fps: float  # the rate it is meant to play at
+    label: str  # the description it was made from
+    specialist: str
+    task: str  # text_to_video | image_to_video
+    invocation_index: int | None = None
+    synthetic: bool = True
+
+    def to_json(self) -> dict:
+        count, height, width = self.frames.shape[:3]
+        return {
+            "kind": self.kind,
+            "synthetic": self.synthetic,
+            "label": self.label,
+            "specialist": self.specialist,
+            "task": self.task,
+            "invocation_index": self.invocation_index,
+            "frames": int(count),
+            "fps": float(self.fps),
+            "size": {"height": height, "width": width},
+        }
+
+
+@dataclass
 class VitronResult:
     answer: str  # text for the user: invocation tags removed, grounded phrases kept as words
     raw_reply: str  # the LLM's reply as generated
@@ -108,6 +136,7 @@ class VitronResult:
     tracks: list[MaskTrack] = field(default_factory=list)  # clip queries: each grounded mask through the clip
     clip_frames: int = 0  # frames a clip query saw (0: a still image)
     images: list[SyntheticImage] = field(default_factory=list)  # edited and generated images, invocation order
+    videos: list[SyntheticVideo] = field(default_factory=list)  # generated clips, invocation order
     # invocation index -> (specialist, the SpecialistCall it served, mask included): what a video edit repeats on
     # later frames with each frame's tracked mask
     calls: dict[int, tuple[str, Any]] = field(default_factory=dict)
@@ -127,6 +156,7 @@ class VitronResult:
             "clip_frames": self.clip_frames,
             "tracks": [t.to_json() for t in self.tracks],
             "images": [i.to_json() for i in self.images],
+            "videos": [v.to_json() for v in self.videos],
             "invocations": [asdict(i) for i in self.invocations],
             "errors": list(self.errors),
             "timings_s": {k: round(v, 6) for k, v in self.timings.items()},
@@ -158,4 +188,9 @@ def _collect_images(result, entry, index, invocation, output, source, request) -
         result.images.append(SyntheticImage(entry.topic, image, output.masks[k], label, entry.name, invocation.task, index))
 
 
-OUTPUT_KINDS = {"masks": _collect_masks, "tracks": _collect_tracks, "images": _collect_images}
+def _collect_videos(result, entry, index, invocation, output, source, request) -> None:
+    label = output.labels[0] if output.labels else invocation.instruction
+    result.videos.append(SyntheticVideo(entry.topic, output.images, float(output.fps or 0.0), label, entry.name, invocation.task, index))
+
+
+OUTPUT_KINDS = {"masks": _collect_masks, "tracks": _collect_tracks, "images": _collect_images, "videos": _collect_videos}

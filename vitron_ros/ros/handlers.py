@@ -218,7 +218,7 @@ class VitronHandlers:
             outcome = self.query(req.request or req.reply, req.camera, req.image, request_id=request_id,
                                  progress=progress, reply=req.reply)
         if outcome.outputs is not None and not outcome.outputs.synthetic_images():
-            errors = "; ".join(outcome.answer.warnings) or "the reply calls neither the editor nor the generator"
+            errors = "; ".join(outcome.answer.warnings) or "the reply calls no editor or generator"
             answer = error_answer_msg(self.factory, outcome.frame.header, req.request, request_id,
                                       f"no image was edited or generated: {errors}")
             return QueryOutcome(answer, None, outcome.frame, outcome.timings)

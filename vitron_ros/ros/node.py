@@ -49,6 +49,7 @@ except ImportError:  # Humble
 
 from ..core.config import load_profile
 from ..core.errors import QueryCancelled
+from ..core.specialists import SPECIALISTS
 from .diagnostics import (
     LatencyWindow,
     NodeHealth,
@@ -75,8 +76,11 @@ OUTPUT_TYPES = {"answer": Answer, "masks": GroundedMaskArray, "detections": Dete
 OUTPUTS_3D = {"detections_3d": Detection3DArray, "markers": MarkerArray, "tracks_3d": Detection3DArray,
               "tracks_markers": MarkerArray}
 OUTPUTS_TARGET = {"detections_3d_target": Detection3DArray, "tracks_3d_target": Detection3DArray}
-# plus what the registry's other output kinds publish: ~/edited and ~/generated (vitron_ros_msgs/SyntheticImage)
+# plus what the registry's other output kinds publish: ~/edited, ~/generated and ~/generated_video
+# (vitron_ros_msgs/SyntheticImage)
 OUTPUT_TYPES.update({topic: rclpy_type(kind) for topic, kind in output_topics().items()})
+# a generated clip is published frame by frame at once: its topic's queue holds a whole clip (up to 64 frames)
+OUTPUT_DEPTH = {entry.topic: 64 for entry in SPECIALISTS.values() if entry.output == "videos"}
 # Services keep a deeper request queue than rclpy's default of 10: a burst of requests from several clients is
 # queued and answered (busy cameras answer at once with the reason), never silently dropped by DDS.
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -244,7 +248,7 @@ class VitronNode(LifecycleNode):
                 if topic in ("overlay", "tracks_overlay") and not p.overlay:
                     continue
                 self._outputs[topic] = self.create_lifecycle_publisher(
-                    msg_type, f"~/{topic}", 10, event_callbacks=self._qos_events(f"~/{topic}", PublisherEventCallbacks)
+                    msg_type, f"~/{topic}", OUTPUT_DEPTH.get(topic, 10), event_callbacks=self._qos_events(f"~/{topic}", PublisherEventCallbacks)
                 )
             self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._created += [

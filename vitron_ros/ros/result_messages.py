@@ -179,8 +179,10 @@ def overlay_msg(factory: MessageFactory, rgb: np.ndarray, masks: Sequence[Ground
     return numpy_to_image(overlay, "rgb8", factory, header)
 
 
-def synthetic_image_msg(factory: MessageFactory, image: SyntheticImage, header, request_id: str) -> Any:
-    """vitron_ros_msgs/SyntheticImage: the image (rgb8) and the region it changed (mono8), synthetic = true."""
+def synthetic_image_msg(factory: MessageFactory, image: SyntheticImage, header, request_id: str, frame: int = 0,
+                        frame_count: int = 1, fps: float = 0.0) -> Any:
+    """vitron_ros_msgs/SyntheticImage: the image (rgb8) and the region it changed (mono8), synthetic = true; a clip's
+    frames carry their index, the clip's length and its rate."""
     return factory.new(
         SYNTHETIC_IMAGE,
         header=header,
@@ -193,6 +195,9 @@ def synthetic_image_msg(factory: MessageFactory, image: SyntheticImage, header, 
         invocation_index=-1 if image.invocation_index is None else int(image.invocation_index),
         image=numpy_to_image(image.image, "rgb8", factory, header),
         region=numpy_to_image(image.region.astype(np.uint8) * 255, "mono8", factory, header),
+        frame=int(frame),
+        frame_count=int(frame_count),
+        fps=float(fps),
     )
 
 
@@ -200,10 +205,24 @@ def _image_messages(factory: MessageFactory, result: VitronResult, header, reque
     return [(image.kind, SYNTHETIC_IMAGE, synthetic_image_msg(factory, image, header, request_id)) for image in result.images]
 
 
+def _video_messages(factory: MessageFactory, result: VitronResult, header, request_id: str) -> list:
+    """Each generated clip frame by frame, in order, on its entry's topic; every pixel is synthetic."""
+    items = []
+    for video in result.videos:
+        count = len(video.frames)
+        full = np.ones(video.frames.shape[1:3], bool)
+        for index, rgb in enumerate(video.frames):
+            still = SyntheticImage(video.kind, rgb, full, video.label, video.specialist, video.task, video.invocation_index)
+            items.append((video.kind, SYNTHETIC_IMAGE,
+                          synthetic_image_msg(factory, still, header, request_id, index, count, video.fps)))
+    return items
+
+
 # Output kinds beyond the answer's masks (published on the fixed topics above) and live tracks (the tracking loop):
 # kind -> (the topics a registry entry of that kind publishes on: {relative topic: type}, its messages for a result)
 OUTPUT_MESSAGES = {
     "images": (lambda entry: {entry.topic: SYNTHETIC_IMAGE}, _image_messages),
+    "videos": (lambda entry: {entry.topic: SYNTHETIC_IMAGE}, _video_messages),
 }
 
 

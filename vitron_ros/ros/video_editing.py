@@ -84,7 +84,7 @@ def run_edit_video_goal(handlers: VitronHandlers, goal, factory: MessageFactory,
                 planned = edit.edits[0]
                 image = SyntheticImage(kind="edited", image=done.image, region=done.region, label=planned.label,
                                        specialist=planned.specialist, task=planned.call.task)
-                publish_image(synthetic_image_msg(factory, image, frame.header, request_id))
+                publish_image(synthetic_image_msg(factory, image, frame.header, request_id, done.index, total))
                 result.frames_edited += 1
             else:
                 result.frames_unchanged += 1

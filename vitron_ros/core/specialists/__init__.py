@@ -16,6 +16,7 @@ from typing import Any
 from ..config import SegmenterConfig, TrackerConfig
 from .base import Frame, Specialist, SpecialistCall, SpecialistOutput
 from .diffusion import EditorConfig, GeneratorConfig
+from .video_generator import VideoGeneratorConfig
 
 
 @dataclass(frozen=True)
@@ -30,12 +31,12 @@ class SpecialistEntry:
     config: type  # frozen dataclass of its profile section (unknown keys raise; `paths` expand; `check(where)`)
     build: Callable[..., Specialist]  # (section, profile, device, progress) -> the loaded specialist
     tasks: Mapping[str, TaskSpec]
-    output: str  # output kind (results.OUTPUT_KINDS): "masks", "tracks" or "images"
+    output: str  # output kind (results.OUTPUT_KINDS): "masks", "tracks", "images" or "videos"
     summary: str = ""  # what the specialist is for, one phrase for the system prompt
     required: bool = False  # every profile must configure it
     grounds: bool = False  # turns sketches, grounded phrases and bare [SEG] into masks (exactly one entry)
     follows_clip: bool = False  # in a clip query, every grounded mask is also sent to it (task = its first task)
-    topic: str = ""  # images: the node topic they publish on (~/edited, ~/generated)
+    topic: str = ""  # images and videos: the node topic they publish on (~/edited, ~/generated, ~/generated_video)
     long_running: bool = False  # runs outside the pipeline's model lock, under its own (diffusion: seconds)
     build_tiny: Callable[[Any, Any, Callable], None] | None = None  # (section, profile, progress): random weights
     fetch: Callable[[Any, Any], None] | None = None  # (section, profile): download published weights once
@@ -66,6 +67,18 @@ def _generator(section, profile, device, progress=print) -> Specialist:
     return DiffusionGenerator.from_config(section, profile, device, progress=progress)
 
 
+def _video_generator(section, profile, device, progress=print) -> Specialist:
+    from .video_generator import VideoGenerator
+
+    return VideoGenerator.from_config(section, profile, device, progress=progress)
+
+
+def _tiny_video(section, profile, progress) -> None:
+    from ..model.tiny_video import build_tiny_video_assets
+
+    build_tiny_video_assets(section, profile, progress)
+
+
 def _tiny_sam(section, profile, progress) -> None:
     from ..model.tiny import build_tiny_sam
 
@@ -93,13 +106,15 @@ def _fetch_sam(section, profile) -> None:
     fetch_file(f"SAM {section.arch}", section.checkpoint, section.url, profile.name)
 
 
-def _fetch_hub(attribute: str, what: str) -> Callable:
+def _fetch_hub(attribute: str, what: str, pinned: tuple[str, ...] | None = None) -> Callable:
+    """Fetch the hub ids in the comma-separated `attribute`s; the section's revision pins those in `pinned` (all)."""
+
     def fetch(section, profile) -> None:
         from ..fetch import fetch_hub_model
 
         for name in attribute.split(","):
             if (model := getattr(section, name)) is not None:
-                fetch_hub_model(what, model, section.revision)
+                fetch_hub_model(what, model, section.revision if pinned is None or name in pinned else None)
 
     return fetch
 
@@ -138,6 +153,13 @@ SPECIALISTS: dict[str, SpecialistEntry] = {
          "layout": TaskSpec("layout: <p> phrase </p> <Region>[x1, y1, x2, y2]</Region> for each object to draw")},
         output="images", summary="draws a new image", topic="generated", long_running=True,
         build_tiny=_tiny_diffusion, fetch=_fetch_hub("model", "generator"),
+    ),
+    "video_generator": SpecialistEntry(
+        "video_generator", VideoGeneratorConfig, _video_generator,
+        {"text_to_video": TaskSpec("text_to_video: a description of a new clip, e.g. 'a red circle moving left'"),
+         "image_to_video": TaskSpec("image_to_video: how the image should move, e.g. 'the cup moves to the left'")},
+        output="videos", summary="makes a short video clip", topic="generated_video", long_running=True,
+        build_tiny=_tiny_video, fetch=_fetch_hub("model,motion_adapter,image_controlnet", "video generator", pinned=("model",)),
     ),
 }
 

@@ -51,13 +51,15 @@ class SpecialistOutput:
     """Masks for one call: candidates best first, or for tracking one mask per clip frame, in frame order.
 
     An image specialist returns `images` (K, H, W, 3) uint8 RGB, each with `masks[k]` the region it changed (every
-    pixel outside it equals the input image's) and `labels[k]` what it shows.
+    pixel outside it equals the input image's) and `labels[k]` what it shows. A video specialist returns one clip:
+    `images` (T, H, W, 3) its frames, `masks` (T, H, W) all True, and `fps` the rate it plays at.
     """
 
     masks: np.ndarray  # (K, H, W) bool
     scores: np.ndarray  # (K,) float32, the specialist's own quality estimate
     labels: tuple[str, ...] = ()  # optional per-mask label (e.g. "object 3" in everything mode)
-    images: np.ndarray | None = None  # (K, H, W, 3) uint8 RGB: edited or generated images
+    images: np.ndarray | None = None  # (K, H, W, 3) uint8 RGB: edited or generated images (a clip's frames)
+    fps: float | None = None  # a clip's frame rate
 
 
 class Specialist(Protocol):

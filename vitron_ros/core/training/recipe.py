@@ -13,6 +13,7 @@ from ..shapes.video_instructions import VIDEO_TASKS
 from .model import MODULE_GROUPS
 from .diffusion_training import DiffusionTrainConfig
 from .tracker_training import TrackerTrainConfig
+from .video_generator_training import VideoGeneratorTrainConfig
 
 LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
 # VITRON's five stages in order, then `video`: questions about clips through the video encoder (the paper trains
@@ -54,6 +55,8 @@ class TrainConfig:
     tracker: TrackerTrainConfig | None = None  # the SAM 2 tracker's own training (`--stage tracker`), if any
     # the generator/editor's own training (`--stage diffusion`) and its signal projector's (`--stage signal`)
     diffusion: DiffusionTrainConfig | None = None
+    # the video generator's (`--stage video_generator`): AnimateDiff parts trained from the editor on motion clips
+    video_generator: VideoGeneratorTrainConfig | None = None
 
     def stage(self, name: str) -> StageConfig:
         for stage in self.stages:
@@ -105,6 +108,9 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
         raw["diffusion"] = DiffusionTrainConfig(**{
             **diffusion.__dict__, "vae_channels": tuple(diffusion.vae_channels),
             "unet_channels": tuple(diffusion.unet_channels)})
+    if raw.get("video_generator") is not None:
+        raw["video_generator"] = build_checked(VideoGeneratorTrainConfig, raw["video_generator"],
+                                               f"{path.name}: video_generator")
     order = [STAGE_NAMES.index(s.name) for s in parsed]
     if order != sorted(order) or len(set(order)) != len(order):
         raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")

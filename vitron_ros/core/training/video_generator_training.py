@@ -1,0 +1,226 @@
+"""Train the `shapes` profile's video generator: AnimateDiff parts on ShapesWorld motion clips, from the editor.
+
+    vitron train --stage video_generator --config config/train_shapes.yaml
+
+Reuses the trained editor (`models/shapes/diffusion`): its VAE and text encoder as they are (frozen), and its
+inpainting UNet turned into a text-to-image one (the 4 noisy-latent input channels kept; the mask channel, always 1
+for a whole-canvas generation, folded into the bias; the masked-image channels, always 0 then, dropped). A
+`MotionAdapter` (AnimateDiff's motion modules, zero-initialised so training starts from the still-image model) turns
+that UNet into a `UNetMotionModel`, and a SparseCtrl RGB `SparseControlNetModel` (initialised from the UNet's encoder,
+as SparseCtrl is) learns to hold frame 0 to a given image for image-to-video. The UNet, motion modules and control net
+train together on `shapes.motion` clips with their captions (a share with no caption, for guidance, and a share with
+frame 0 given to the control net), predicting the clean latents like the editor (`prediction_type: sample`).
+
+The result is saved as the published checkpoints are laid out, and loaded back through the same `from_pretrained`
+calls: a StableDiffusionPipeline folder, a motion adapter folder and a control net folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..shapes.motion import motion_clip
+
+TRAIN_SEED_LIMIT = 1_000_000_000  # training clips below, evaluation clips above (as the other stages)
+REPORT_FILE = "training_report.json"
+PARTS = ("base", "motion_adapter", "sparsectrl_rgb")  # the saved folders, as the profile's model / motion_adapter /
+# image_controlnet name them
+
+
+@dataclass(frozen=True)
+class VideoGeneratorTrainConfig:
+    frames: int = 8  # frames per clip (the profile's `frames` must match)
+    steps: int = 1500  # updates
+    clips_per_step: int = 4
+    lr: float = 5.0e-4
+    warmup_steps: int = 50
+    uncond_share: float = 0.1  # clips with an empty caption (an unconditional model for guidance)
+    image_share: float = 0.5  # clips with frame 0 given to the control net (image-to-video)
+    max_objects: int = 2
+    motion_heads: int = 4
+    log_every: int = 50
+
+
+def inpaint_to_text2image(inpaint_unet):
+    """A 4-channel UNet2DConditionModel equal to `inpaint_unet` on a whole-canvas generation (mask 1, image 0)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_config({**inpaint_unet.config, "in_channels": 4})
+    state = inpaint_unet.state_dict()
+    weight = state["conv_in.weight"]  # (out, 9, k, k): noisy latents 0-3, mask 4, masked-image latents 5-8
+    state["conv_in.weight"] = weight[:, :4].clone()
+    with torch.no_grad():  # a constant-1 mask channel adds the sum of its kernel (away from the border)
+        state["conv_in.bias"] = state["conv_in.bias"] + weight[:, 4].sum(dim=(1, 2))
+    unet.load_state_dict(state, strict=True)
+    return unet
+
+
+def build_video_components(editor_folder: str | os.PathLike, config: VideoGeneratorTrainConfig, seed: int):
+    """(tokenizer, vae, text_encoder, unet2d, motion UNet, adapter, control net, scheduler) from the editor."""
+    import torch
+    from diffusers import MotionAdapter, SparseControlNetModel, StableDiffusionInpaintPipeline, UNetMotionModel
+
+    editor = StableDiffusionInpaintPipeline.from_pretrained(str(editor_folder), safety_checker=None,
+                                                            requires_safety_checker=False)
+    torch.manual_seed(seed)
+    unet2d = inpaint_to_text2image(editor.unet)
+    cfg = unet2d.config
+    adapter = MotionAdapter(block_out_channels=tuple(cfg.block_out_channels), motion_layers_per_block=cfg.layers_per_block,
+                            motion_norm_num_groups=cfg.norm_num_groups, motion_num_attention_heads=config.motion_heads,
+                            motion_max_seq_length=32)
+    unet = UNetMotionModel.from_unet2d(unet2d, adapter)
+    motion_types = [("CrossAttnDownBlockMotion" if "CrossAttn" in kind else "DownBlockMotion") for kind in cfg.down_block_types]
+    controlnet = SparseControlNetModel(
+        in_channels=4, conditioning_channels=4, down_block_types=tuple(motion_types),
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_num_groups, cross_attention_dim=cfg.cross_attention_dim,
+        attention_head_dim=cfg.attention_head_dim, conditioning_embedding_out_channels=(16, 32),
+        motion_num_attention_heads=config.motion_heads, use_simplified_condition_embedding=True,
+    )
+    # SparseCtrl starts from the base UNet's encoder
+    controlnet.conv_in.load_state_dict(unet2d.conv_in.state_dict())
+    controlnet.time_embedding.load_state_dict(unet2d.time_embedding.state_dict())
+    controlnet.down_blocks.load_state_dict(unet2d.down_blocks.state_dict(), strict=False)
+    controlnet.mid_block.load_state_dict(unet2d.mid_block.state_dict(), strict=False)
+    return editor, adapter, unet, controlnet
+
+
+def _clip_batch(rng: np.random.Generator, count: int, config: VideoGeneratorTrainConfig, size: int):
+    clips = [motion_clip(int(rng.integers(0, TRAIN_SEED_LIMIT)), config.frames, size, config.max_objects)
+             for _ in range(count)]
+    return clips
+
+
+def _to_tensor(frames: list[np.ndarray]):
+    import torch
+
+    return torch.as_tensor(np.stack(frames), dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+
+
+class VideoGeneratorTrainer:
+    def __init__(self, editor_folder, config: VideoGeneratorTrainConfig, seed: int = 0, progress=print):
+        from .diffusion_training import make_scheduler
+
+        self.config, self.seed, self.progress = config, seed, progress
+        self.editor, self.adapter, self.unet, self.controlnet = build_video_components(editor_folder, config, seed)
+        self.vae, self.text_encoder, self.tokenizer = self.editor.vae, self.editor.text_encoder, self.editor.tokenizer
+        self.vae.requires_grad_(False)
+        self.text_encoder.requires_grad_(False)
+        self.scheduler = make_scheduler()  # the editor's: DDIM predicting the clean latent
+        self.size = self.vae.config.sample_size
+
+    def encode(self, clips):
+        """(B, 4, F, h, w) scaled latents of the clips' frames."""
+        import torch
+
+        frames = [f for clip in clips for f in clip.frames]
+        with torch.no_grad():
+            latents = self.vae.encode(_to_tensor(frames)).latent_dist.sample() * self.vae.config.scaling_factor
+        b, f = len(clips), self.config.frames
+        return latents.view(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
+
+    def text(self, captions: list[str]):
+        import torch
+
+        ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids
+        with torch.no_grad():
+            return self.text_encoder(ids)[0]
+
+    def loss(self, clips, rng: np.random.Generator):
+        import torch
+
+        cfg = self.config
+        latents = self.encode(clips)
+        captions = ["" if rng.random() < cfg.uncond_share else clip.caption for clip in clips]
+        # one copy of the caption's states per frame, as the AnimateDiff pipelines pass them
+        embeds = self.text(captions).repeat_interleave(cfg.frames, dim=0)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (latents.shape[0],))
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        residuals = {}
+        with_image = rng.random() < cfg.image_share  # the whole batch: one control-net pass or none
+        if with_image:
+            cond = torch.zeros_like(latents)
+            cond[:, :, 0] = latents[:, :, 0]
+            mask = torch.zeros_like(latents[:, :1])
+            mask[:, :, 0] = 1.0
+            down, mid = self.controlnet(noisy, t, encoder_hidden_states=embeds, controlnet_cond=cond,
+                                        conditioning_mask=mask, return_dict=False)
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        prediction = self.unet(noisy, t, encoder_hidden_states=embeds, **residuals).sample
+        return (prediction - latents).pow(2).mean(), with_image
+
+    def train(self) -> dict:
+        import torch
+        from tqdm import tqdm
+
+        from .diffusion_training import _lr
+
+        cfg = self.config
+        params = list(self.unet.parameters()) + list(self.controlnet.parameters())
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+        rng = np.random.default_rng([self.seed, 300])
+        history, started = {True: [], False: []}, time.perf_counter()
+        self.unet.train()
+        self.controlnet.train()
+        bar = tqdm(range(cfg.steps), desc="video generator", unit="update")
+        for step in bar:
+            for group in optimizer.param_groups:
+                group["lr"] = _lr(cfg.lr, step, cfg.steps, cfg.warmup_steps)
+            loss, with_image = self.loss(_clip_batch(rng, cfg.clips_per_step, cfg, self.size), rng)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            history[with_image].append(loss.item())
+            if (step + 1) % cfg.log_every == 0:
+                recent = history[False][-cfg.log_every // 2:] + history[True][-cfg.log_every // 2:]
+                bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+        self.unet.eval()
+        self.controlnet.eval()
+        both = history[False] + history[True]
+        return {"steps": cfg.steps, "seconds": time.perf_counter() - started,
+                "loss_first": float(np.mean(both[: cfg.log_every])) if both else 0.0,
+                "loss_last_text": float(np.mean(history[False][-cfg.log_every:])) if history[False] else 0.0,
+                "loss_last_image": float(np.mean(history[True][-cfg.log_every:])) if history[True] else 0.0}
+
+    def save(self, folder: Path, report: dict) -> None:
+        """base/ (StableDiffusionPipeline), motion_adapter/ (MotionAdapter), sparsectrl_rgb/ (SparseControlNetModel)."""
+        from diffusers import MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
+
+        from ..model.weights import readable_by_all, replacing_folder
+
+        unet2d = UNet2DConditionModel.from_config({k: v for k, v in self.editor.unet.config.items()
+                                                   if not k.startswith("_")} | {"in_channels": 4})
+        state = {k: v for k, v in self.unet.state_dict().items() if "motion_modules" not in k}
+        unet2d.load_state_dict(state, strict=True)  # the motion UNet's 2-D part is exactly a UNet2DConditionModel
+        adapter = MotionAdapter.from_config(self.adapter.config)
+        motion_state = {k: v for k, v in self.unet.state_dict().items() if "motion_modules" in k}
+        adapter.load_state_dict(motion_state, strict=True)
+        base = StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
+                                       unet=unet2d, scheduler=self.scheduler, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+        with replacing_folder(folder) as staging:
+            for part, model in zip(PARTS, (base, adapter, self.controlnet)):
+                model.save_pretrained(staging / part)
+            (staging / REPORT_FILE).write_text(json.dumps(report, indent=1))
+        readable_by_all(folder)
+
+
+def train_video_generator(folder: str | os.PathLike, editor_folder: str | os.PathLike,
+                          config: VideoGeneratorTrainConfig, seed: int = 0, progress=print) -> dict:
+    """Train from the editor in `editor_folder` and save the three checkpoints under `folder`."""
+    trainer = VideoGeneratorTrainer(editor_folder, config, seed, progress)
+    report = trainer.train()
+    progress(f"video generator: {report['steps']} updates in {report['seconds'] / 60:.1f} min, loss "
+             f"{report['loss_first']:.4f} -> text {report['loss_last_text']:.4f}, image {report['loss_last_image']:.4f}")
+    trainer.save(Path(folder), report)
+    return report
