@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from vitron_ros.core.errors import CheckpointLoadError, VitronInputError
-from vitron_ros.core.specialists import SPECIALISTS, SpecialistCall
+from vitron_ros.core.evaluation.video_generation_suite import invocation
+from vitron_ros.core.specialists import SpecialistCall
 from vitron_ros.core.specialists.video_generator import VideoGenerator, VideoGeneratorConfig
 
 
 def _reply(instruction: str) -> str:
-    return f"<module>video_generator</module> <instruction>{instruction}</instruction>"
+    task, text = instruction.split(":", 1)
+    return invocation(task, text.strip())
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +63,13 @@ def test_image_to_video_starts_from_the_image_and_comes_back_at_its_size(tiny_pi
 def test_generation_size_keeps_the_aspect_in_whole_latent_cells(video):
     unit = video.multiple
     assert video.size_for(None) == (video.config.resolution,) * 2
-    for hw in ((480, 640), (640, 480), (100, 1000), (32, 32)):
+    side = video.config.resolution
+    for hw in ((480, 640), (640, 480), (100, 1000), (32, 32), (250, 400)):
         height, width = video.size_for(hw)
-        assert height % unit == 0 and width % unit == 0 and max(height, width) == video.config.resolution
-        assert abs(height / width - hw[0] / hw[1]) < 0.5 * unit / min(height, width) + 0.35
+        scale = side / max(hw)
+        assert height % unit == 0 and width % unit == 0 and max(height, width) == side
+        # each side is the scaled side rounded to whole cells (one cell at least)
+        assert abs(height - max(hw[0] * scale, unit / 2)) <= unit / 2 and abs(width - max(hw[1] * scale, unit / 2)) <= unit / 2
 
 
 def test_bad_video_calls_say_what_is_wrong(video):
@@ -111,12 +116,6 @@ def test_profile_checks_and_loading_failures_are_clear(tiny_profile, tmp_path):
     assert text_only.tasks == {"text_to_video"}
     with pytest.raises(VitronInputError, match="no image_controlnet"):
         text_only.generate(SpecialistCall(task="image_to_video", instruction="moves"), np.zeros((32, 32, 3), np.uint8))
-
-
-def test_registry_entry_publishes_clips_on_their_own_topic():
-    entry = SPECIALISTS["video_generator"]
-    assert entry.output == "videos" and entry.topic == "generated_video" and entry.long_running
-    assert set(entry.tasks) == {"text_to_video", "image_to_video"} and entry.fetch is not None
 
 
 def test_cli_generate_video_writes_a_playable_clip_and_a_sheet(tmp_path, tiny_profile, capsys):
@@ -178,42 +177,71 @@ def test_inpainting_unet_folds_into_an_equal_text_to_image_unet():
     from diffusers import StableDiffusionInpaintPipeline
 
     from test.conftest import REPO
-    from vitron_ros.core.training.video_generator_training import inpaint_to_text2image
+    from vitron_ros.core.training.video_generator_training import empty_image_latent, inpaint_to_text2image
 
-    inpaint = StableDiffusionInpaintPipeline.from_pretrained(str(REPO / "models/shapes/diffusion"), safety_checker=None,
-                                                             requires_safety_checker=False).unet
-    unet = inpaint_to_text2image(inpaint)
+    editor = StableDiffusionInpaintPipeline.from_pretrained(str(REPO / "models/shapes/diffusion"), safety_checker=None,
+                                                            requires_safety_checker=False)
+    inpaint, vae = editor.unet, editor.vae
+    empty = empty_image_latent(vae)
+    unet = inpaint_to_text2image(inpaint, empty)
     x, t, text = torch.randn(1, 4, 32, 32), torch.tensor([400]), torch.randn(1, 8, inpaint.config.cross_attention_dim)
-    inputs = torch.cat([x, torch.ones(1, 1, 32, 32), torch.zeros(1, 4, 32, 32)], 1)  # whole canvas: mask 1, image 0
+    # a whole-canvas generation as the inpainting pipeline feeds it: mask 1, the empty grey canvas's latent
     with torch.no_grad():
+        canvas = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mode() * vae.config.scaling_factor
+        inputs = torch.cat([x, torch.ones(1, 1, 32, 32), canvas], 1)
+        constant = torch.cat([x, torch.ones(1, 1, 32, 32), empty[None, :, None, None].expand(1, 4, 32, 32)], 1)
         full, folded = inpaint(inputs, t, text).sample, unet(x, t, text).sample
-        first, folded_first = inpaint.conv_in(inputs), unet.conv_in(x)
+        first, folded_first = inpaint.conv_in(constant), unet.conv_in(x)
     assert unet.config.in_channels == 4
-    # the first layer is exactly equal away from the 1-px border (where the padding sees no mask)
-    assert torch.allclose(first[..., 1:-1, 1:-1], folded_first[..., 1:-1, 1:-1], atol=1e-5)
-    # the border's difference spreads through the downsampling levels but stays small (measured: 6 %)
-    assert (full - folded).abs().mean() < 0.1 * full.abs().mean()
+    # the first layer is exactly the inpainting one fed the constant channels, away from the 1-px padding border
+    assert torch.allclose(first[..., 1:-1, 1:-1], folded_first[..., 1:-1, 1:-1], atol=1e-4)
+    # the real canvas latent is not quite constant, so the whole UNet is close, not equal: closer than with the
+    # canvas channels dropped (measured 15 % of the output's size; dropping them leaves more)
+    with torch.no_grad():
+        dropped = inpaint_to_text2image(inpaint, torch.zeros(4))(x, t, text).sample
+    assert (full - folded).abs().mean() < min(0.2 * full.abs().mean(), (full - dropped).abs().mean())
 
 
-def test_video_generator_training_runs_saves_the_published_layout_and_loads_back(tmp_path, tiny_profile):
+def test_video_generator_training_trains_both_branches_saves_the_published_layout_and_loads_back(tmp_path, tiny_profile):
+    import torch
+
     from test.conftest import REPO
     from vitron_ros.core.shapes.motion import motion_clip
-    from vitron_ros.core.training.video_generator_training import PARTS, VideoGeneratorTrainConfig, train_video_generator
+    from vitron_ros.core.training.video_generator_training import PARTS, VideoGeneratorTrainConfig, VideoGeneratorTrainer
 
-    config = VideoGeneratorTrainConfig(steps=2, clips_per_step=1, log_every=1, warmup_steps=1)
-    report = train_video_generator(tmp_path / "video", REPO / "models/shapes/diffusion", config, progress=lambda m: None)
-    assert report["steps"] == 2 and np.isfinite(report["loss_first"])
+    config = VideoGeneratorTrainConfig(steps=2, clips_per_step=1, log_every=1, warmup_steps=1, image_share=0.5)
+    trainer = VideoGeneratorTrainer(REPO / "models/shapes/diffusion", config, progress=lambda m: None)
+    before = {k: v.clone() for k, v in trainer.controlnet.state_dict().items()}
+    report = trainer.train()
+    assert report["steps"] == 2 and report["loss_last_text"] > 0 and report["loss_last_image"] > 0  # one step each
+    trained = trainer.controlnet.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before)  # the image branch reached the control net
+    trainer.save(tmp_path / "video", report)
     assert all((tmp_path / "video" / part).is_dir() for part in PARTS)
     section = VideoGeneratorConfig(model=str(tmp_path / "video/base"), motion_adapter=str(tmp_path / "video/motion_adapter"),
                                    image_controlnet=str(tmp_path / "video/sparsectrl_rgb"), scheduler="checkpoint",
                                    dtype="float32", resolution=64, frames=8, steps=2, guidance_scale=1.0)
     generator = VideoGenerator.from_config(section, tiny_profile)
+    # exactly the trained weights come back through the published layout: the UNet's 2-D part and motion modules
+    loaded, saved = generator.pipe.unet.state_dict(), trainer.unet.state_dict()
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert all(torch.equal(generator.image_pipe.controlnet.state_dict()[k], v) for k, v in trained.items())
     assert generator.pipe.scheduler.config.prediction_type == "sample"  # the scheduler it was trained with
     clip = generator.generate(SpecialistCall(task="text_to_video", instruction="a red circle moving left"))
     assert clip.images.shape == (8, 64, 64, 3)
     start = motion_clip(1).frames[0]
     clip = generator.generate(SpecialistCall(task="image_to_video", instruction="the red circle moves left"), start)
     assert clip.images.shape == (8, *start.shape)
+    # AnimateDiff's own scheduler would silently mis-sample a clean-latent model, and too many frames overrun the
+    # motion modules' positions: both refused with the reason
+    with pytest.raises(CheckpointLoadError, match="scheduler: checkpoint"):
+        VideoGenerator.from_config(dataclasses.replace(section, scheduler="animatediff"), tiny_profile)
+    with pytest.raises(CheckpointLoadError, match="asks for 40 frames"):
+        VideoGenerator.from_config(dataclasses.replace(section, frames=40), tiny_profile)
+    with pytest.raises(CheckpointLoadError, match="cannot load the editor"):
+        VideoGeneratorTrainer(tmp_path / "nothing", config)
+    with pytest.raises(VitronInputError, match="warmup_steps"):
+        VideoGeneratorTrainConfig(warmup_steps=0).check("video_generator")
 
 
 def test_video_gen_suite_reads_the_true_clips_and_runs_both_tasks(tiny_pipeline):
@@ -222,9 +250,10 @@ def test_video_gen_suite_reads_the_true_clips_and_runs_both_tasks(tiny_pipeline)
         format_video_generation_report,
     )
 
-    report = evaluate_video_generation(tiny_pipeline, clips=2)
+    report = evaluate_video_generation(tiny_pipeline, clips=3)
     assert report["frames"] == 8 and report["size"] == 32
-    for key in ("truth", "text_to_video", "image_to_video"):
-        assert 0.0 <= report[key]["present"] <= 1.0 and report[key]["objects"] >= 2
-    assert report["image_to_video"]["objects"] == 2 and report["truth"]["change"] > 0
+    # the true clips, read by the same reader, at the tiny profile's 32 px (0.92 over 100 clips; 1.00 at 64 px)
+    assert report["truth"]["direction"] >= 0.75 and report["truth"]["clip_success"] >= 2 / 3
+    assert report["image_to_video"]["objects"] == 3 and report["text_to_video"]["objects"] == report["truth"]["objects"]
+    assert report["image_to_video"]["first_frame_l1"] > 0  # random weights: frame 0 is not the image
     assert "image-to-video" in format_video_generation_report(report)

@@ -347,14 +347,21 @@ def _edit(args) -> int:
     return 0
 
 
-def write_clip(path: Path, frames, fps: float) -> None:
-    """(T, H, W, 3) uint8 RGB frames -> an mp4 (OpenCV's mp4v)."""
+def open_mp4(path: Path, fps: float, width: int, height: int):
+    """An OpenCV mp4v writer (BGR frames), or a clear error where it cannot write there."""
     import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    if not writer.isOpened():
+        raise VitronInputError(f"cannot write {path}: not writable, or OpenCV has no mp4v encoder here")
+    return writer
+
+
+def write_clip(path: Path, frames, fps: float) -> None:
+    """(T, H, W, 3) uint8 RGB frames -> an mp4."""
     import numpy as np
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (frames.shape[2], frames.shape[1]))
-    if not writer.isOpened():
-        raise VitronInputError(f"cannot write {path}: OpenCV has no mp4v encoder here")
+    writer = open_mp4(path, fps, frames.shape[2], frames.shape[1])
     for rgb in frames:
         writer.write(np.ascontiguousarray(rgb[..., ::-1]))
     writer.release()
@@ -426,8 +433,7 @@ def _edit_video(args) -> int:
     edit = TrackedEdit.start(pipeline, first, args.request, args.reply, progress=_denoise_progress)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(out / "edited.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                             (first.shape[1], first.shape[0]))
+    writer = open_mp4(out / "edited.mp4", fps, first.shape[1], first.shape[0])
     frames, sheet, stride, rgb = [], [], 1, first
     with tqdm(total=limit, desc="edit-video", unit="frame") as bar:
         while rgb is not None:
@@ -525,8 +531,7 @@ def _track(args) -> int:
                                                          for s, m in zip(tracks.objects, masks, strict=True)])
             overlay = render_tracks(image, shown)
             if writer is None:
-                size = (overlay.shape[1], overlay.shape[0])
-                writer = cv2.VideoWriter(str(out / "overlay.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+                writer = open_mp4(out / "overlay.mp4", fps, overlay.shape[1], overlay.shape[0])
             writer.write(np.ascontiguousarray(overlay[..., ::-1]))
             # the contact sheet needs a few frames spread over the video: keep every stride-th, thinning as it grows,
             # so a long video never sits in memory
@@ -537,8 +542,7 @@ def _track(args) -> int:
     capture.release()
     if writer is not None:
         writer.release()
-        picks = sorted({round(i * (len(overlays) - 1) / 4) for i in range(5)})
-        save_image(out / "strip.png", np.concatenate([overlays[i] for i in picks], axis=1))
+        save_image(out / "strip.png", contact_sheet(overlays, 5))
         for object_id in ids:
             seen = ", ".join(f"{status.value} {n}" for status, n in counts[object_id].items())
             gone = "" if object_id in tracker.state.objects else ", removed (see the error above)"
@@ -627,8 +631,12 @@ def _train(args) -> int:
         _train_diffusion(recipe, profile, Path(args.work_dir), export=not args.no_export)
     if args.stage in ("signal", "all") and recipe.diffusion:
         _train_signal(recipe, profile, llm, Path(args.work_dir), export=not args.no_export)
-    if args.stage in ("video_generator", "all") and recipe.video_generator:
-        _train_video_generator(recipe, profile, Path(args.work_dir), export=not args.no_export)
+    if args.stage == "video_generator" or (args.stage == "all" and recipe.video_generator):
+        if args.stage == "all" and profile.section("video_generator") is None:
+            _progress(f"video generator stage skipped: profile {profile.name!r} has no video_generator section "
+                      "(run --stage video_generator to train one into the work dir)")
+        else:
+            _train_video_generator(recipe, profile, Path(args.work_dir), export=not args.no_export)
     return 0
 
 
@@ -640,12 +648,13 @@ def _train_video_generator(recipe, profile, work_dir: Path, export: bool) -> Non
     from .core.training.video_generator_training import PARTS, train_video_generator
 
     section = profile.section("video_generator")
-    if section is None or section.image_controlnet is None:
-        raise VitronInputError(f"profile {profile.name!r} has no video_generator section with an image_controlnet to "
-                               "train a model for")
-    if section.frames != recipe.video_generator.frames:
-        raise VitronInputError(f"profile {profile.name!r} generates {section.frames} frames but the recipe trains on "
-                               f"{recipe.video_generator.frames}: make them equal")
+    if section is not None and export:  # what the exported checkpoint will be loaded with must fit it
+        if section.image_controlnet is None or section.scheduler != "checkpoint":
+            raise VitronInputError(f"profile {profile.name!r}: the trained video generator needs an image_controlnet "
+                                   "path and `scheduler: checkpoint` (it predicts clean latents with its own scheduler)")
+        if section.frames != recipe.video_generator.frames:
+            raise VitronInputError(f"profile {profile.name!r} generates {section.frames} frames but the recipe trains "
+                                   f"on {recipe.video_generator.frames}: make them equal")
     editor = work_dir / "diffusion"
     if not (editor / "model_index.json").is_file():
         editor = _diffusion_destination(profile)
@@ -653,9 +662,12 @@ def _train_video_generator(recipe, profile, work_dir: Path, export: bool) -> Non
     folder = work_dir / "video_generator"
     report = train_video_generator(folder, editor, recipe.video_generator, seed=recipe.seed, progress=_progress)
     (work_dir / "video_generator_report.json").write_text(json.dumps(report, indent=1))
-    if export:
+    if export and section is not None:
         for part, destination in zip(PARTS, (section.model, section.motion_adapter, section.image_controlnet)):
             _export_folder(folder / part, Path(destination))
+    else:
+        _progress(f"the video generator is in {folder} ({', '.join(PARTS)}): point a profile's video_generator "
+                  "section at them (model, motion_adapter, image_controlnet; scheduler: checkpoint) to use it")
 
 
 def _diffusion_destination(profile) -> Path:

@@ -22,7 +22,8 @@ EVAL_SEED_BASE = 2_300_000_000  # held out: training clips come from seeds below
 PRESENT = 0.75  # share of frames an object must be read in to count as present
 
 
-def _reply(task: str, instruction: str) -> str:
+def invocation(task: str, instruction: str) -> str:
+    """The video generator's invocation, as the LLM is taught to write it."""
     return f"<module>video_generator</module> <instruction>{task}: {instruction}</instruction>"
 
 
@@ -52,8 +53,13 @@ def _change(frames) -> float:
 
 
 def evaluate_video_generation(pipeline, clips: int = 20, progress: bool = False) -> dict:
+    from ..errors import VitronInputError
+
     with pipeline.specialists.using("video_generator") as generator:
-        frames, size = generator.config.frames, generator.config.resolution
+        frames, size, tasks = generator.config.frames, generator.config.resolution, generator.tasks
+    if "image_to_video" not in tasks:
+        raise VitronInputError("the video-gen suite scores image-to-video too: the profile's video_generator needs an "
+                               "image_controlnet")
     report = {"clips": clips, "frames": frames, "size": size}
     blank = np.full((size, size, 3), 127, np.uint8)
     rows = {"truth": [], "text_to_video": [], "image_to_video": []}
@@ -70,7 +76,7 @@ def evaluate_video_generation(pipeline, clips: int = 20, progress: bool = False)
         cases = (("text_to_video", blank, clip.caption, objects),
                  ("image_to_video", clip.frames[0], clip.request(0), objects[:1]))
         for task, image, instruction, wanted in cases:
-            result = pipeline.ground_reply(image, instruction, _reply(task, instruction))
+            result = pipeline.ground_reply(image, instruction, invocation(task, instruction))
             if not result.videos:
                 raise RuntimeError(f"{task} made no clip for {instruction!r}: {'; '.join(result.errors)}")
             video = result.videos[0].frames

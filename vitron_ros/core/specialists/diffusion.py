@@ -134,6 +134,19 @@ _LOAD_LOCK = threading.Lock()
 _LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
+def load_once(key, load):
+    """The pipeline cached under `key`, else `load()` (under the load lock) cached while anything holds it. Each
+    cached pipeline carries `run_lock`: its scheduler is stateful, so one denoising loop at a time on it, whichever
+    specialist or pipeline in the process runs it."""
+    with _LOAD_LOCK:
+        pipe = _LOADED.get(key)
+        if pipe is None:
+            pipe = load()
+            pipe.run_lock = threading.Lock()
+            _LOADED[key] = pipe
+        return pipe
+
+
 def _load_pipeline(kind: str, folder: str, device: str, dtype: str):
     import torch
     from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline
@@ -171,17 +184,17 @@ def load_pipeline(kind: str, model: str, revision: str | None, device: str, dtyp
     runtime = runtime or RuntimeConfig()
     folder = resolve_model_path(model, revision, fetch_hint, what=f"{kind} diffusion checkpoint")
     key = (kind, str(folder), device, dtype, runtime if kind == "inpaint" else None, resolution)
-    with _LOAD_LOCK:
-        pipe = _LOADED.get(key)
-        if pipe is None:
-            pipe = _load_pipeline(kind, str(folder), device, dtype)
-            if kind == "inpaint":
-                export = unet_export(pipe.unet, resolution, pipe.vae_scale_factor)
-                pipe.unet_encoder = load_encoder(export, runtime, device, dtype, progress)
-                if pipe.unet_encoder.backend != "torch" or runtime.compile:
-                    install_unet(pipe.unet, pipe.unet_encoder)
-            _LOADED[key] = pipe
+
+    def load():
+        pipe = _load_pipeline(kind, str(folder), device, dtype)
+        if kind == "inpaint":
+            export = unet_export(pipe.unet, resolution, pipe.vae_scale_factor)
+            pipe.unet_encoder = load_encoder(export, runtime, device, dtype, progress)
+            if pipe.unet_encoder.backend != "torch" or runtime.compile:
+                install_unet(pipe.unet, pipe.unet_encoder)
         return pipe
+
+    return load_once(key, load)
 
 
 def pipeline_modules(pipe) -> list:
@@ -269,15 +282,21 @@ def denoise(pipe, config: DiffusionConfig, on_step, **inputs) -> np.ndarray:
     Returns the image as (H, W, 3) uint8."""
     import torch
 
-    result = pipe(
-        num_inference_steps=config.steps,
-        guidance_scale=config.guidance_scale,
-        generator=torch.Generator("cpu").manual_seed(config.seed),
-        output_type="np",
-        callback_on_step_end=step_callback(on_step, config.steps),
-        **inputs,
-    ).images[0]
-    return np.clip(result * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    with pipe.run_lock:  # the editor and the generator share one pipeline (and its scheduler's state)
+        result = pipe(
+            num_inference_steps=config.steps,
+            guidance_scale=config.guidance_scale,
+            generator=torch.Generator("cpu").manual_seed(config.seed),
+            output_type="np",
+            callback_on_step_end=step_callback(on_step, config.steps),
+            **inputs,
+        ).images[0]
+    return to_uint8(result)
+
+
+def to_uint8(pixels) -> np.ndarray:
+    """A diffusers pipeline's float output (0-1) as uint8, rounded."""
+    return np.clip(np.asarray(pixels, np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def square_crop(box_xyxy, image_hw: tuple[int, int], margin: float, min_side: int) -> tuple[int, int, int, int]:

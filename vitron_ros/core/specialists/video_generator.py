@@ -19,8 +19,6 @@ model has a VITRON signal projector.
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -29,7 +27,7 @@ import numpy as np
 
 from ..errors import CheckpointLoadError, VitronInputError
 from .base import Frame, SpecialistCall, SpecialistOutput
-from .diffusion import HybridConditioning, from_model, pipeline_modules, run_each, step_callback
+from .diffusion import HybridConditioning, from_model, load_once, pipeline_modules, run_each, step_callback, to_uint8
 
 
 SCHEDULERS = ("animatediff", "checkpoint")
@@ -72,10 +70,6 @@ class VideoGeneratorConfig:
             raise VitronInputError(f"{where}.scheduler: expected one of {SCHEDULERS}, got {self.scheduler!r}")
 
 
-_LOAD_LOCK = threading.Lock()
-_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # one copy per checkpoint set, while held
-
-
 def _load(config: VideoGeneratorConfig, device: str, dtype: str, hint: str, progress):
     import torch
     from diffusers import AnimateDiffPipeline, DDIMScheduler, MotionAdapter, SparseControlNetModel
@@ -84,7 +78,7 @@ def _load(config: VideoGeneratorConfig, device: str, dtype: str, hint: str, prog
 
     base = resolve_model_path(config.model, config.revision, hint, what="video generator base model")
     adapter_folder = resolve_model_path(config.motion_adapter, None, hint, what="motion adapter")
-    torch_dtype = getattr(torch, dtype) if device.startswith("cuda") else torch.float32
+    torch_dtype = getattr(torch, dtype)  # float32 on CPU (the runtime's dtype_for)
     progress(f"loading AnimateDiff: {config.model} + motion adapter {config.motion_adapter}")
     try:
         adapter = MotionAdapter.from_pretrained(str(adapter_folder), dtype=torch_dtype)
@@ -95,9 +89,18 @@ def _load(config: VideoGeneratorConfig, device: str, dtype: str, hint: str, prog
     if pipe.unet.config.in_channels != 4:
         raise CheckpointLoadError(f"{base}: AnimateDiff needs a text-to-image UNet (4 input channels), this one has "
                                   f"{pipe.unet.config.in_channels} (an inpainting checkpoint?)")
+    if config.frames > adapter.config.motion_max_seq_length:
+        raise CheckpointLoadError(f"the profile asks for {config.frames} frames but the motion adapter "
+                                  f"{config.motion_adapter} reaches {adapter.config.motion_max_seq_length}")
     if config.scheduler == "animatediff":  # the scheduler AnimateDiff's motion modules were trained with
+        if pipe.scheduler.config.get("prediction_type", "epsilon") != "epsilon":
+            raise CheckpointLoadError(f"{base} was trained to predict {pipe.scheduler.config.prediction_type!r}, not "
+                                      "noise: set `scheduler: checkpoint` to keep the scheduler it was trained with")
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, beta_schedule="linear", clip_sample=False,
                                                    timestep_spacing="linspace", steps_offset=1)
+    # the adapter's weights now live in the UNetMotionModel: drop the pipeline's second copy
+    pipe.register_modules(motion_adapter=None)
+    del adapter
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
     image_pipe = None
@@ -110,12 +113,16 @@ def _load(config: VideoGeneratorConfig, device: str, dtype: str, hint: str, prog
         except Exception as exc:
             raise CheckpointLoadError(f"cannot load SparseControlNetModel from {folder}: "
                                       f"{type(exc).__name__}: {exc}") from None
+        if config.frames > controlnet.config.motion_max_seq_length:
+            raise CheckpointLoadError(f"the profile asks for {config.frames} frames but the control net {folder} "
+                                      f"reaches {controlnet.config.motion_max_seq_length}")
         if not controlnet.config.use_simplified_condition_embedding:
             raise CheckpointLoadError(f"{folder}: image-to-video needs SparseCtrl's RGB control net (conditioned on "
                                       "VAE latents, use_simplified_condition_embedding), this one takes sketches")
         image_pipe = AnimateDiffSparseControlNetPipeline(
             vae=pipe.vae, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, unet=pipe.unet,
-            motion_adapter=pipe.motion_adapter, controlnet=controlnet.to(device), scheduler=pipe.scheduler,
+            motion_adapter=None, controlnet=controlnet.to(device),
+            scheduler=type(pipe.scheduler).from_config(pipe.scheduler.config),
         )
         image_pipe.set_progress_bar_config(disable=True)
     pipe.image_pipe = image_pipe
@@ -138,13 +145,9 @@ class VideoGenerator:
     def from_config(cls, config: VideoGeneratorConfig, profile, device: str = "cpu", progress=print) -> VideoGenerator:
         hint = f"run `vitron models fetch --profile {profile.name}`"
         dtype = profile.runtime.dtype_for(config.dtype, device)
-        key = (config.model, config.motion_adapter, config.image_controlnet, config.revision, config.scheduler, device,
-               dtype)
-        with _LOAD_LOCK:
-            pipe = _LOADED.get(key)
-            if pipe is None:
-                pipe = _LOADED[key] = _load(config, device, dtype, hint, progress)
-        return cls(pipe, config)
+        key = ("animatediff", config.model, config.motion_adapter, config.image_controlnet, config.revision,
+               config.scheduler, config.frames, device, dtype)
+        return cls(load_once(key, lambda: _load(config, device, dtype, hint, progress)), config)
 
     def modules(self) -> list:
         extra = [self.image_pipe.controlnet] if self.image_pipe is not None else []
@@ -180,28 +183,30 @@ class VideoGenerator:
             callback_on_step_end=step_callback(on_step, cfg.steps),
         )
         if call.task == "image_to_video":
-            if image is None or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 8:
-                raise VitronInputError("image_to_video needs the query's image (H, W, 3), at least 8 px a side")
+            if (image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8
+                    or min(image.shape[:2]) < 8):
+                raise VitronInputError("image_to_video needs the query's image as (H, W, 3) uint8 RGB, at least 8 px a "
+                                       "side")
             height, width = self.size_for(image.shape[:2])
             start = from_model(image, (height, width))
             from PIL import Image
 
-            with torch.inference_mode():
+            with self.pipe.run_lock, torch.inference_mode():
                 frames = self.image_pipe(height=height, width=width, conditioning_frames=[Image.fromarray(start)],
                                          controlnet_frame_indices=[0], controlnet_conditioning_scale=cfg.conditioning_scale,
                                          **inputs).frames[0]
-            clip = _to_uint8(frames)
+            clip = _clip(frames)
             clip = np.stack([from_model(f, image.shape[:2]) for f in clip])  # back at the camera's size
         else:
             height, width = self.size_for(None)
-            with torch.inference_mode():
-                clip = _to_uint8(self.pipe(height=height, width=width, **inputs).frames[0])
+            with self.pipe.run_lock, torch.inference_mode():
+                clip = _clip(self.pipe(height=height, width=width, **inputs).frames[0])
         full = np.ones(clip.shape[:3], bool)
         return SpecialistOutput(full, np.ones(len(clip), np.float32), (call.instruction,), clip, fps=cfg.fps)
 
 
-def _to_uint8(frames) -> np.ndarray:
+def _clip(frames) -> np.ndarray:
     frames = np.asarray(frames, np.float32)
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise CheckpointLoadError(f"the video pipeline returned frames of shape {frames.shape}, expected (T, H, W, 3)")
-    return np.clip(frames * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return to_uint8(frames)

@@ -139,10 +139,11 @@ def _lr(base: float, step: int, steps: int, warmup: int) -> float:
     return base * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * step / steps)))
 
 
-def _fit(params: list, batch_loss, steps: int, lr: float, config: DiffusionTrainConfig, desc: str,
-         weight_decay: float = 0.01, clip: bool = False) -> dict:
+def fit_adamw(params: list, batch_loss, steps: int, lr: float, config, desc: str,
+              weight_decay: float = 0.01, clip: bool = False) -> dict:
     """AdamW on `params` for `steps` updates of `batch_loss(step)` (warm-up, then cosine), with a progress bar;
-    returns the phase's report (updates, seconds, mean loss over its first and last `log_every` updates)."""
+    returns the phase's report (updates, seconds, mean loss over its first and last `log_every` updates).
+    `config`: a training config with `warmup_steps` and `log_every`."""
     import torch
     from tqdm import tqdm
 
@@ -195,7 +196,7 @@ class DiffusionTrainer:
             return (y - x).abs().mean() + (y - x).pow(2).mean() + 1e-6 * posterior.kl().mean()
 
         vae.train()
-        report = _fit(list(vae.parameters()), batch_loss, cfg.vae_steps, cfg.vae_lr, cfg, "diffusion: autoencoder",
+        report = fit_adamw(list(vae.parameters()), batch_loss, cfg.vae_steps, cfg.vae_lr, cfg, "diffusion: autoencoder",
                       weight_decay=0.0)
         vae.eval()
         with torch.no_grad():  # latents scaled to unit variance, as SD's scaling_factor does
@@ -252,7 +253,7 @@ class DiffusionTrainer:
         self.unet.train()
         self.text_encoder.train()
         params = list(self.unet.parameters()) + list(self.text_encoder.parameters())
-        report = _fit(params, batch_loss, steps, lr, cfg, f"diffusion: {phase}", clip=True)
+        report = fit_adamw(params, batch_loss, steps, lr, cfg, f"diffusion: {phase}", clip=True)
         self.unet.eval()
         self.text_encoder.eval()
         return report
@@ -369,7 +370,7 @@ def train_signal(folder: str | os.PathLike, config: DiffusionTrainConfig, llm, s
             text = trainer.encode_text(["" if signal_only else e[2] for e in batch])
         return trainer.denoising_loss(batch, torch.cat([text, tokens], dim=1))
 
-    report = _fit(list(conditioner.parameters()), batch_loss, config.signal_steps, config.signal_lr, config,
+    report = fit_adamw(list(conditioner.parameters()), batch_loss, config.signal_steps, config.signal_lr, config,
                   "signal: projector")
     save_signal_conditioner(conditioner.eval(), folder / PROJECTOR_FILE)
     report.update(examples=len(pool), seconds=time.perf_counter() - started)  # the LLM states' time included

@@ -4,7 +4,8 @@
 
 Reuses the trained editor (`models/shapes/diffusion`): its VAE and text encoder as they are (frozen), and its
 inpainting UNet turned into a text-to-image one (the 4 noisy-latent input channels kept; the mask channel, always 1
-for a whole-canvas generation, folded into the bias; the masked-image channels, always 0 then, dropped). A
+for a whole-canvas generation, and the masked-image channels, then the latent of an empty grey image, folded into the
+bias). A
 `MotionAdapter` (AnimateDiff's motion modules, zero-initialised so training starts from the still-image model) turns
 that UNet into a `UNetMotionModel`, and a SparseCtrl RGB `SparseControlNetModel` (initialised from the UNet's encoder,
 as SparseCtrl is) learns to hold frame 0 to a given image for image-to-video. The UNet, motion modules and control net
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import CheckpointLoadError, VitronInputError
 from ..shapes.motion import motion_clip
 
 TRAIN_SEED_LIMIT = 1_000_000_000  # training clips below, evaluation clips above (as the other stages)
@@ -46,9 +47,18 @@ class VideoGeneratorTrainConfig:
     motion_heads: int = 4
     log_every: int = 50
 
+    def check(self, where: str) -> None:
+        if not 2 <= self.frames <= 32:
+            raise VitronInputError(f"{where}.frames: must be 2-32 (the motion modules' reach), got {self.frames}")
+        if self.steps < 1 or self.clips_per_step < 1 or self.warmup_steps < 1 or self.log_every < 1:
+            raise VitronInputError(f"{where}: steps, clips_per_step, warmup_steps and log_every must be at least 1")
+        if not (0.0 <= self.uncond_share < 1.0 and 0.0 <= self.image_share <= 1.0):
+            raise VitronInputError(f"{where}: uncond_share must be in [0, 1) and image_share in [0, 1]")
 
-def inpaint_to_text2image(inpaint_unet):
-    """A 4-channel UNet2DConditionModel equal to `inpaint_unet` on a whole-canvas generation (mask 1, image 0)."""
+
+def inpaint_to_text2image(inpaint_unet, empty_latent):
+    """A 4-channel UNet2DConditionModel equal to `inpaint_unet` on a whole-canvas generation, away from the border:
+    mask 1, and as the masked image the latent of an empty (grey) image, `empty_latent` (4,) per channel."""
     import torch
     from diffusers import UNet2DConditionModel
 
@@ -56,10 +66,20 @@ def inpaint_to_text2image(inpaint_unet):
     state = inpaint_unet.state_dict()
     weight = state["conv_in.weight"]  # (out, 9, k, k): noisy latents 0-3, mask 4, masked-image latents 5-8
     state["conv_in.weight"] = weight[:, :4].clone()
-    with torch.no_grad():  # a constant-1 mask channel adds the sum of its kernel (away from the border)
-        state["conv_in.bias"] = state["conv_in.bias"] + weight[:, 4].sum(dim=(1, 2))
+    constant = torch.cat([torch.ones(1), torch.as_tensor(empty_latent, dtype=weight.dtype)])  # channels 4-8
+    with torch.no_grad():  # a constant input channel adds its value times the sum of its kernel
+        state["conv_in.bias"] = state["conv_in.bias"] + (weight[:, 4:] * constant[None, :, None, None]).sum(dim=(1, 2, 3))
     unet.load_state_dict(state, strict=True)
     return unet
+
+
+def empty_image_latent(vae):
+    """(4,) the mean latent (scaled) of the empty grey canvas the inpainting pipeline masks a whole generation to."""
+    import torch
+
+    with torch.no_grad():
+        zeros = torch.zeros(1, 3, vae.config.sample_size, vae.config.sample_size)
+        return (vae.encode(zeros).latent_dist.mode() * vae.config.scaling_factor).mean(dim=(0, 2, 3))
 
 
 def build_video_components(editor_folder: str | os.PathLike, config: VideoGeneratorTrainConfig, seed: int):
@@ -67,10 +87,14 @@ def build_video_components(editor_folder: str | os.PathLike, config: VideoGenera
     import torch
     from diffusers import MotionAdapter, SparseControlNetModel, StableDiffusionInpaintPipeline, UNetMotionModel
 
-    editor = StableDiffusionInpaintPipeline.from_pretrained(str(editor_folder), safety_checker=None,
-                                                            requires_safety_checker=False)
+    try:
+        editor = StableDiffusionInpaintPipeline.from_pretrained(str(editor_folder), safety_checker=None,
+                                                                requires_safety_checker=False)
+    except Exception as exc:  # not there, or not an inpainting pipeline
+        raise CheckpointLoadError(f"cannot load the editor to start the video generator from ({editor_folder}): "
+                                  f"{type(exc).__name__}: {exc}") from None
     torch.manual_seed(seed)
-    unet2d = inpaint_to_text2image(editor.unet)
+    unet2d = inpaint_to_text2image(editor.unet, empty_image_latent(editor.vae))
     cfg = unet2d.config
     adapter = MotionAdapter(block_out_channels=tuple(cfg.block_out_channels), motion_layers_per_block=cfg.layers_per_block,
                             motion_norm_num_groups=cfg.norm_num_groups, motion_num_attention_heads=config.motion_heads,
@@ -84,11 +108,13 @@ def build_video_components(editor_folder: str | os.PathLike, config: VideoGenera
         attention_head_dim=cfg.attention_head_dim, conditioning_embedding_out_channels=(16, 32),
         motion_num_attention_heads=config.motion_heads, use_simplified_condition_embedding=True,
     )
-    # SparseCtrl starts from the base UNet's encoder
+    # SparseCtrl starts from the base UNet's encoder: every 2-D weight copied, only its motion modules new
     controlnet.conv_in.load_state_dict(unet2d.conv_in.state_dict())
     controlnet.time_embedding.load_state_dict(unet2d.time_embedding.state_dict())
-    controlnet.down_blocks.load_state_dict(unet2d.down_blocks.state_dict(), strict=False)
-    controlnet.mid_block.load_state_dict(unet2d.mid_block.state_dict(), strict=False)
+    for name in ("down_blocks", "mid_block"):
+        result = getattr(controlnet, name).load_state_dict(getattr(unet2d, name).state_dict(), strict=False)
+        if result.unexpected_keys or any("motion_modules" not in key for key in result.missing_keys):
+            raise RuntimeError(f"control net {name} does not mirror the UNet's: {result}")
     return editor, adapter, unet, controlnet
 
 
@@ -134,7 +160,8 @@ class VideoGeneratorTrainer:
         with torch.no_grad():
             return self.text_encoder(ids)[0]
 
-    def loss(self, clips, rng: np.random.Generator):
+    def loss(self, clips, rng: np.random.Generator, with_image: bool):
+        """The denoising loss on `clips`; `with_image`: frame 0 given to the control net (image-to-video)."""
         import torch
 
         cfg = self.config
@@ -146,7 +173,6 @@ class VideoGeneratorTrainer:
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (latents.shape[0],))
         noisy = self.scheduler.add_noise(latents, noise, t)
         residuals = {}
-        with_image = rng.random() < cfg.image_share  # the whole batch: one control-net pass or none
         if with_image:
             cond = torch.zeros_like(latents)
             cond[:, :, 0] = latents[:, :, 0]
@@ -156,41 +182,31 @@ class VideoGeneratorTrainer:
                                         conditioning_mask=mask, return_dict=False)
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
         prediction = self.unet(noisy, t, encoder_hidden_states=embeds, **residuals).sample
-        return (prediction - latents).pow(2).mean(), with_image
+        return (prediction - latents).pow(2).mean()
 
     def train(self) -> dict:
-        import torch
-        from tqdm import tqdm
-
-        from .diffusion_training import _lr
+        """`steps` updates; image-to-video batches (frame 0 to the control net) interleaved at `image_share`."""
+        from .diffusion_training import fit_adamw
 
         cfg = self.config
-        params = list(self.unet.parameters()) + list(self.controlnet.parameters())
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
         rng = np.random.default_rng([self.seed, 300])
-        history, started = {True: [], False: []}, time.perf_counter()
+        losses = {True: [], False: []}
+
+        def batch_loss(step):
+            with_image = int((step + 1) * cfg.image_share) > int(step * cfg.image_share)
+            loss = self.loss(_clip_batch(rng, cfg.clips_per_step, cfg, self.size), rng, with_image)
+            losses[with_image].append(loss.item())
+            return loss
+
         self.unet.train()
         self.controlnet.train()
-        bar = tqdm(range(cfg.steps), desc="video generator", unit="update")
-        for step in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = _lr(cfg.lr, step, cfg.steps, cfg.warmup_steps)
-            loss, with_image = self.loss(_clip_batch(rng, cfg.clips_per_step, cfg, self.size), rng)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            history[with_image].append(loss.item())
-            if (step + 1) % cfg.log_every == 0:
-                recent = history[False][-cfg.log_every // 2:] + history[True][-cfg.log_every // 2:]
-                bar.set_postfix(loss=f"{np.mean(recent):.4f}")
+        params = list(self.unet.parameters()) + list(self.controlnet.parameters())
+        report = fit_adamw(params, batch_loss, cfg.steps, cfg.lr, cfg, "video generator", clip=True)
         self.unet.eval()
         self.controlnet.eval()
-        both = history[False] + history[True]
-        return {"steps": cfg.steps, "seconds": time.perf_counter() - started,
-                "loss_first": float(np.mean(both[: cfg.log_every])) if both else 0.0,
-                "loss_last_text": float(np.mean(history[False][-cfg.log_every:])) if history[False] else 0.0,
-                "loss_last_image": float(np.mean(history[True][-cfg.log_every:])) if history[True] else 0.0}
+        for key, name in ((False, "text"), (True, "image")):
+            report[f"loss_last_{name}"] = float(np.mean(losses[key][-cfg.log_every:])) if losses[key] else 0.0
+        return report
 
     def save(self, folder: Path, report: dict) -> None:
         """base/ (StableDiffusionPipeline), motion_adapter/ (MotionAdapter), sparsectrl_rgb/ (SparseControlNetModel)."""
@@ -218,6 +234,7 @@ class VideoGeneratorTrainer:
 def train_video_generator(folder: str | os.PathLike, editor_folder: str | os.PathLike,
                           config: VideoGeneratorTrainConfig, seed: int = 0, progress=print) -> dict:
     """Train from the editor in `editor_folder` and save the three checkpoints under `folder`."""
+    config.check("video_generator")
     trainer = VideoGeneratorTrainer(editor_folder, config, seed, progress)
     report = trainer.train()
     progress(f"video generator: {report['steps']} updates in {report['seconds'] / 60:.1f} min, loss "
