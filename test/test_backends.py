@@ -282,7 +282,8 @@ def test_preload_contains_a_broken_optional_specialist_and_never_unloads_one_in_
     messages: list[str] = []
     pipeline = VitronPipeline.from_profile(tiny_profile.with_section("editor", editor), progress=messages.append)
     pool = pipeline.specialists
-    assert set(pool.loaded()) == {"segmenter", "tracker", "generator"}  # preloaded, the editor recorded as failed
+    # preloaded, the editor recorded as failed
+    assert set(pool.loaded()) == {"segmenter", "tracker", "generator", "video_generator"}
     assert pool.failures["editor"].startswith("the editor could not be loaded: CheckpointLoadError")
     assert any("the others serve" in m for m in messages)
     edit = "<module>editor</module> <instruction>add: a red circle</instruction> <Region>[0.1, 0.1, 0.5, 0.5]</Region>"

@@ -81,18 +81,21 @@ class SyntheticImage:
     synthetic: bool = True
 
     def to_json(self) -> dict:
-        height, width = self.image.shape[:2]
-        return {
-            "kind": self.kind,
-            "synthetic": self.synthetic,
-            "label": self.label,
-            "specialist": self.specialist,
-            "task": self.task,
-            "invocation_index": self.invocation_index,
-            "size": {"height": height, "width": width},
-            "region_area": int(self.region.sum()),
-            "region_rle": rle_encode(self.region),
-        }
+        return {**_made_json(self, self.image.shape[:2]), "region_area": int(self.region.sum()),
+                "region_rle": rle_encode(self.region)}
+
+
+def _made_json(made, size_hw) -> dict:
+    """What a synthetic image and a synthetic clip say about themselves alike."""
+    return {
+        "kind": made.kind,
+        "synthetic": made.synthetic,
+        "label": made.label,
+        "specialist": made.specialist,
+        "task": made.task,
+        "invocation_index": made.invocation_index,
+        "size": {"height": size_hw[0], "width": size_hw[1]},
+    }
 
 
 @dataclass
@@ -109,18 +112,7 @@ class SyntheticVideo:
     synthetic: bool = True
 
     def to_json(self) -> dict:
-        count, height, width = self.frames.shape[:3]
-        return {
-            "kind": self.kind,
-            "synthetic": self.synthetic,
-            "label": self.label,
-            "specialist": self.specialist,
-            "task": self.task,
-            "invocation_index": self.invocation_index,
-            "frames": int(count),
-            "fps": float(self.fps),
-            "size": {"height": height, "width": width},
-        }
+        return {**_made_json(self, self.frames.shape[1:3]), "frames": len(self.frames), "fps": float(self.fps)}
 
 
 @dataclass
