@@ -24,27 +24,12 @@ def _tokenizer():
     return tokenizer
 
 
-def build_tiny_diffusion(folder: Path, in_channels: int, seed: int, signal_hidden: int | None, progress=print) -> None:
-    """A random StableDiffusionInpaintPipeline (in_channels=9) or InstructPix2Pix (8) folder, plus a projector."""
-    import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionInpaintPipeline,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
+def tiny_pipeline(cls, unet, tokenizer):
+    """A Stable Diffusion pipeline of class `cls` around `unet`: random tiny VAE (latents at half the side) and CLIP
+    text encoder (made in that order, after the UNet), DDIM, no safety checker."""
+    from diffusers import AutoencoderKL, DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    kind = {9: "inpainting", 8: "InstructPix2Pix"}[in_channels]
-    progress(f"building tiny {kind} diffusion model (random weights) -> {folder}")
-    torch.manual_seed(seed)
-    tokenizer = _tokenizer()
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=in_channels, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TINY_TEXT_WIDTH, norm_num_groups=8, attention_head_dim=4,
-    )
     vae = AutoencoderKL(
         block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
@@ -55,11 +40,28 @@ def build_tiny_diffusion(folder: Path, in_channels: int, seed: int, signal_hidde
         hidden_size=TINY_TEXT_WIDTH, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
         vocab_size=len(tokenizer), max_position_embeddings=TINY_TOKENS,
     ))
-    cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionInstructPix2PixPipeline
-    pipe = cls(
+    return cls(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
+
+
+def build_tiny_diffusion(folder: Path, in_channels: int, seed: int, signal_hidden: int | None, progress=print) -> None:
+    """A random StableDiffusionInpaintPipeline (in_channels=9) or InstructPix2Pix (8) folder, plus a projector."""
+    import torch
+    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionInstructPix2PixPipeline, UNet2DConditionModel
+
+    kind = {9: "inpainting", 8: "InstructPix2Pix"}[in_channels]
+    progress(f"building tiny {kind} diffusion model (random weights) -> {folder}")
+    torch.manual_seed(seed)
+    tokenizer = _tokenizer()
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=in_channels, out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TINY_TEXT_WIDTH, norm_num_groups=8, attention_head_dim=4,
+    )
+    cls = StableDiffusionInpaintPipeline if in_channels == 9 else StableDiffusionInstructPix2PixPipeline
+    pipe = tiny_pipeline(cls, unet, tokenizer)
     with replacing_folder(folder) as staging:
         pipe.save_pretrained(staging)
         if signal_hidden is not None:

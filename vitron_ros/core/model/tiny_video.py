@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .tiny_diffusion import TINY_TEXT_WIDTH, TINY_TOKENS, _tokenizer
+from .tiny_diffusion import TINY_TEXT_WIDTH, _tokenizer, tiny_pipeline
 from .weights import replacing_folder
 
 BLOCKS = (32, 64)
@@ -16,15 +16,7 @@ BLOCKS = (32, 64)
 
 def build_tiny_video(base: Path, adapter: Path, controlnet: Path | None, seed: int, progress=print) -> None:
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        MotionAdapter,
-        SparseControlNetModel,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import MotionAdapter, SparseControlNetModel, StableDiffusionPipeline, UNet2DConditionModel
 
     progress(f"building tiny AnimateDiff (random weights) -> {base}, {adapter}" + (f", {controlnet}" if controlnet else ""))
     torch.manual_seed(seed)
@@ -34,19 +26,7 @@ def build_tiny_video(base: Path, adapter: Path, controlnet: Path | None, seed: i
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         cross_attention_dim=TINY_TEXT_WIDTH, norm_num_groups=2,
     )
-    vae = AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        hidden_size=TINY_TEXT_WIDTH, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
-        vocab_size=len(tokenizer), max_position_embeddings=TINY_TOKENS,
-    ))
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
+    pipe = tiny_pipeline(StableDiffusionPipeline, unet, tokenizer)
     motion = MotionAdapter(block_out_channels=BLOCKS, motion_layers_per_block=2, motion_norm_num_groups=2,
                            motion_num_attention_heads=4)
     with replacing_folder(base) as staging:

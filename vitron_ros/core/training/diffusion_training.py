@@ -87,7 +87,8 @@ def make_example(rng: np.random.Generator, tasks: dict[str, float], size: int):
         return start, fill, text, case.truth, case
 
 
-def _to_tensor(images: list[np.ndarray]):
+def images_to_tensor(images: list[np.ndarray]):
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float in [-1, 1], as the VAE takes it."""
     import torch
 
     return torch.as_tensor(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -190,7 +191,7 @@ class DiffusionTrainer:
         rng = np.random.default_rng([self.seed, 100])
 
         def batch_loss(step):
-            x = _to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(cfg.batch)])
+            x = images_to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(cfg.batch)])
             posterior = vae.encode(x).latent_dist
             y = vae.decode(posterior.sample()).sample
             return (y - x).abs().mean() + (y - x).pow(2).mean() + 1e-6 * posterior.kl().mean()
@@ -200,7 +201,7 @@ class DiffusionTrainer:
                       weight_decay=0.0)
         vae.eval()
         with torch.no_grad():  # latents scaled to unit variance, as SD's scaling_factor does
-            x = _to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(64)])
+            x = images_to_tensor([make_example(rng, cfg.tasks, cfg.resolution)[3] for _ in range(64)])
             latents = vae.encode(x).latent_dist.sample()
             vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
             report["reconstruction_l1"] = (vae.decode(latents).sample - x).abs().mean().item() / 2  # 0-1 pixels
@@ -218,9 +219,9 @@ class DiffusionTrainer:
         import torch.nn.functional as F
 
         scale = self.vae.config.scaling_factor
-        starts = _to_tensor([e[0] for e in examples])
+        starts = images_to_tensor([e[0] for e in examples])
         fills = torch.as_tensor(np.stack([e[1] for e in examples]), dtype=torch.float32)[:, None]
-        targets = _to_tensor([e[3] for e in examples])
+        targets = images_to_tensor([e[3] for e in examples])
         with torch.no_grad():
             latents = self.vae.encode(targets).latent_dist.sample() * scale
             masked = self.vae.encode(starts * (fills < 0.5)).latent_dist.sample() * scale

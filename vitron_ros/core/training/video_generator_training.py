@@ -5,8 +5,7 @@
 Reuses the trained editor (`models/shapes/diffusion`): its VAE and text encoder as they are (frozen), and its
 inpainting UNet turned into a text-to-image one (the 4 noisy-latent input channels kept; the mask channel, always 1
 for a whole-canvas generation, and the masked-image channels, then the latent of an empty grey image, folded into the
-bias). A
-`MotionAdapter` (AnimateDiff's motion modules, zero-initialised so training starts from the still-image model) turns
+bias). A `MotionAdapter` (AnimateDiff's motion modules, zero-initialised so training starts from the still-image model) turns
 that UNet into a `UNetMotionModel`, and a SparseCtrl RGB `SparseControlNetModel` (initialised from the UNet's encoder,
 as SparseCtrl is) learns to hold frame 0 to a given image for image-to-video. The UNet, motion modules and control net
 train together on `shapes.motion` clips with their captions (a share with no caption, for guidance, and a share with
@@ -27,11 +26,12 @@ import numpy as np
 
 from ..errors import CheckpointLoadError, VitronInputError
 from ..shapes.motion import motion_clip
+from .diffusion_training import fit_adamw, images_to_tensor, make_scheduler
 
 TRAIN_SEED_LIMIT = 1_000_000_000  # training clips below, evaluation clips above (as the other stages)
 REPORT_FILE = "training_report.json"
-PARTS = ("base", "motion_adapter", "sparsectrl_rgb")  # the saved folders, as the profile's model / motion_adapter /
-# image_controlnet name them
+# the saved folders, which a profile's model / motion_adapter / image_controlnet name
+PARTS = ("base", "motion_adapter", "sparsectrl_rgb")
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def empty_image_latent(vae):
 
 
 def build_video_components(editor_folder: str | os.PathLike, config: VideoGeneratorTrainConfig, seed: int):
-    """(tokenizer, vae, text_encoder, unet2d, motion UNet, adapter, control net, scheduler) from the editor."""
+    """(the editor's pipeline, the new MotionAdapter, the UNetMotionModel, the SparseCtrl RGB control net)."""
     import torch
     from diffusers import MotionAdapter, SparseControlNetModel, StableDiffusionInpaintPipeline, UNetMotionModel
 
@@ -119,21 +119,12 @@ def build_video_components(editor_folder: str | os.PathLike, config: VideoGenera
 
 
 def _clip_batch(rng: np.random.Generator, count: int, config: VideoGeneratorTrainConfig, size: int):
-    clips = [motion_clip(int(rng.integers(0, TRAIN_SEED_LIMIT)), config.frames, size, config.max_objects)
-             for _ in range(count)]
-    return clips
-
-
-def _to_tensor(frames: list[np.ndarray]):
-    import torch
-
-    return torch.as_tensor(np.stack(frames), dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1.0
+    return [motion_clip(int(rng.integers(0, TRAIN_SEED_LIMIT)), config.frames, size, config.max_objects)
+            for _ in range(count)]
 
 
 class VideoGeneratorTrainer:
     def __init__(self, editor_folder, config: VideoGeneratorTrainConfig, seed: int = 0, progress=print):
-        from .diffusion_training import make_scheduler
-
         self.config, self.seed, self.progress = config, seed, progress
         self.editor, self.adapter, self.unet, self.controlnet = build_video_components(editor_folder, config, seed)
         self.vae, self.text_encoder, self.tokenizer = self.editor.vae, self.editor.text_encoder, self.editor.tokenizer
@@ -148,7 +139,7 @@ class VideoGeneratorTrainer:
 
         frames = [f for clip in clips for f in clip.frames]
         with torch.no_grad():
-            latents = self.vae.encode(_to_tensor(frames)).latent_dist.sample() * self.vae.config.scaling_factor
+            latents = self.vae.encode(images_to_tensor(frames)).latent_dist.sample() * self.vae.config.scaling_factor
         b, f = len(clips), self.config.frames
         return latents.view(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4).contiguous()
 
@@ -186,8 +177,6 @@ class VideoGeneratorTrainer:
 
     def train(self) -> dict:
         """`steps` updates; image-to-video batches (frame 0 to the control net) interleaved at `image_share`."""
-        from .diffusion_training import fit_adamw
-
         cfg = self.config
         rng = np.random.default_rng([self.seed, 300])
         losses = {True: [], False: []}
@@ -216,11 +205,11 @@ class VideoGeneratorTrainer:
 
         unet2d = UNet2DConditionModel.from_config({k: v for k, v in self.editor.unet.config.items()
                                                    if not k.startswith("_")} | {"in_channels": 4})
-        state = {k: v for k, v in self.unet.state_dict().items() if "motion_modules" not in k}
-        unet2d.load_state_dict(state, strict=True)  # the motion UNet's 2-D part is exactly a UNet2DConditionModel
+        state = self.unet.state_dict()
+        # the motion UNet's 2-D part is exactly a UNet2DConditionModel, the rest exactly the adapter's modules
+        unet2d.load_state_dict({k: v for k, v in state.items() if "motion_modules" not in k}, strict=True)
         adapter = MotionAdapter.from_config(self.adapter.config)
-        motion_state = {k: v for k, v in self.unet.state_dict().items() if "motion_modules" in k}
-        adapter.load_state_dict(motion_state, strict=True)
+        adapter.load_state_dict({k: v for k, v in state.items() if "motion_modules" in k}, strict=True)
         base = StableDiffusionPipeline(vae=self.vae, text_encoder=self.text_encoder, tokenizer=self.tokenizer,
                                        unet=unet2d, scheduler=self.scheduler, safety_checker=None,
                                        feature_extractor=None, requires_safety_checker=False)
