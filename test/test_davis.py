@@ -8,6 +8,7 @@ from vitron_ros.core.evaluation.davis import (
     boundary_f_measure,
     boundary_tolerance,
     disk,
+    other_objects_covered,
     region_similarity,
     score_sequence,
     seg_to_boundary,
@@ -71,6 +72,17 @@ def test_sequence_scores_leave_out_the_first_and_last_frames_as_davis_does():
     assert all_frames.j == 0.5 and all_frames.frames == 4
     summary = DavisSummary.of([score, all_frames])
     assert summary.objects == 2 and summary.j_mean == pytest.approx(0.75)
+
+
+def test_other_objects_covered_is_the_share_of_the_others_pixels_a_track_takes():
+    left, right = _stripe(5), ~_stripe(5)
+    nothing = np.zeros((10, 10), bool)
+    track = [left, left | right, left, left]  # frame 1 covers everything; frames 0 and 3 are not scored
+    others = [right, right, right, right]
+    assert other_objects_covered(track, others) == [1.0, 0.0]
+    half = right & _stripe(10, rows=5)  # the top half of the other object
+    assert other_objects_covered([left | half] * 3, [right] * 3, skip_ends=False) == [0.5] * 3
+    assert other_objects_covered([left] * 3, [nothing] * 3) == []  # no other object in view: no figure
 
 
 def test_sequence_errors_name_the_problem():

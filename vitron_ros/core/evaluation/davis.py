@@ -102,6 +102,18 @@ def score_sequence(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray], sk
     return SequenceScore(j=float(np.mean(j)), f=float(np.mean(f)), frames=len(frames))
 
 
+def other_objects_covered(preds: Sequence[np.ndarray], others: Sequence[np.ndarray], skip_ends: bool = True) -> list[float]:
+    """Per frame, the share of the other objects' true pixels that one object's track covers.
+
+    `others[t]` is the union of every other object's true mask in frame t; frames where no other object is visible
+    give no figure. A tracker that segments every shape in view scores near 1, one that follows its object near 0.
+    """
+    frames = list(zip(preds, others, strict=True))
+    if skip_ends:
+        frames = frames[1:-1]
+    return [float((p & o).sum() / o.sum()) for p, o in frames if o.any()]
+
+
 @dataclass(frozen=True)
 class DavisSummary:
     """Means over every (sequence, object) pair, as the DAVIS benchmark reports them."""

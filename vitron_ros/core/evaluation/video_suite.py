@@ -2,7 +2,8 @@
 
 Through the product's own code:
 - semi-supervised VOS (DAVIS 2017): each object's true first-frame mask starts a live-stream tracker
-  (`StreamTracker`, frames fed one at a time); scored without the first and last frames, as DAVIS scores.
+  (`StreamTracker`, frames fed one at a time); scored without the first and last frames, as DAVIS scores. Also
+  the share of the other objects' pixels each track covers (a tracker must follow the object it was given).
 - language-referred VOS: "segment the <colour> <shape>." goes through `VitronPipeline.ask_clip` (video encoder,
   LLM, segmenter on the key frame, tracker through the clip); scored on every frame, the first included.
 - clip questions: one of each type (which way an object moved, how many objects, a colour, a shape) through
@@ -20,7 +21,7 @@ from ..shapes.video_instructions import VIDEO_QA_TYPES, clip_name, make_video_sa
 from ..shapes.world import generate_clip
 from ..tracking.state import ObjectPrompt
 from ..video import ClipSampling
-from .davis import DavisSummary, score_sequence
+from .davis import DavisSummary, other_objects_covered, score_sequence
 
 EVAL_SEED_BASE = 2_000_000_000  # training clips come from seeds below 1e9
 
@@ -33,7 +34,7 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
     tracker_specialist = pipeline.specialists.get("tracker")
     if tracker_specialist is None:
         raise ValueError(f"profile {pipeline.profile_name!r} has no tracker to evaluate")
-    vos_scores, referring_scores, step_seconds = [], [], []
+    vos_scores, referring_scores, step_seconds, covered = [], [], [], []
     answers: dict[str, list[bool]] = {kind: [] for kind in VIDEO_QA_TYPES}
     sampled = ClipSampling().indices(frames)
     for n in tqdm(range(clips), desc="video eval", unit="clip", disable=not progress):
@@ -49,6 +50,10 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
             for k, object_id in ids.items():
                 predicted[k].append(tracks.by_id(object_id).mask)
         vos_scores += [score_sequence(predicted[k], truths[k]) for k in ids]
+        for k in ids:
+            others = [np.logical_or.reduce([truths[j][t] for j in range(len(truths)) if j != k]
+                                           or [np.zeros_like(truths[k][t])]) for t in range(frames)]
+            covered += other_objects_covered(predicted[k], others)
         # 2. Language-referred: the whole pipeline, clip in, mask sequence out
         if referring:
             for k in range(len(clip.specs)):
@@ -71,7 +76,8 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
     return {
         "clips": clips,
         "frames_per_clip": frames,
-        "vos": {"j": vos.j_mean, "f": vos.f_mean, "j_and_f": vos.j_and_f, "objects": vos.objects},
+        "vos": {"j": vos.j_mean, "f": vos.f_mean, "j_and_f": vos.j_and_f, "objects": vos.objects,
+                "other_objects_covered": float(np.mean(covered)) if covered else None, "covered_frames": len(covered)},
         "referring": {"j": ref.j_mean, "f": ref.f_mean, "j_and_f": ref.j_and_f, "objects": ref.objects},
         "clip_qa": {
             "accuracy": float(np.mean([a for values in answers.values() for a in values])) if any(answers.values())
@@ -94,6 +100,9 @@ def format_video_report(report: dict) -> str:
          f"  ({vos['objects']} objects)"),
         (f"  language-referred VOS:                 J {ref['j']:.3f}  F {ref['f']:.3f}  J&F {ref['j_and_f']:.3f}"
          f"  ({ref['objects']} objects)"),
+        (f"  share of the other objects covered by a track: {vos['other_objects_covered']:.3f}"
+         f" ({vos['covered_frames']} object-frames with another object in view)"
+         if vos.get("other_objects_covered") is not None else "  share of the other objects covered: no frame had two"),
         f"  tracker step: {ms['mean']:.1f} ms mean, {ms['median']:.1f} ms median per frame (all objects)",
         f"  clip questions: {report['clip_qa']['accuracy']:.3f} ("
         + ", ".join(f"{kind} {acc:.2f} of {n}" for kind, (acc, n) in report["clip_qa"]["by_type"].items() if n)

@@ -221,15 +221,15 @@ def generate_scene(seed: int, size: int = 64, min_objects: int = 1, max_objects:
 
 
 def generate_clip(seed: int, frames: int = 8, size: int = 64, max_objects: int = 3, speed: float = 0.04,
-                  twins: bool = False) -> Clip:
+                  twins: bool = False, min_objects: int = 1) -> Clip:
     """Shapes moving at constant velocity and bouncing off the borders; they may pass in front of each other.
 
     A shape can be hidden entirely in some frames (its mask is then empty): trackers must cope with that.
     `twins`: 2 to max_objects shapes of one colour and one kind, so only where an object was tells it apart (what
-    makes a tracker use its memory instead of segmenting whatever looks right).
+    makes a tracker use its memory instead of segmenting whatever looks right). `min_objects`: fewest shapes.
     """
     rng, background_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
-    fewest = 2 if twins else 1
+    fewest = max(2, min_objects) if twins else min_objects
     count = int(rng.integers(fewest, max(max_objects, fewest) + 1))
     background_kind = str(rng.choice(BACKGROUNDS))
     background = render_background(background_kind, size, background_rng)

@@ -33,10 +33,26 @@ class TrackerTrainConfig:
     warmup_steps: int = 50
     log_every: int = 50
     prompt_mix: tuple[float, float, float] = (0.5, 0.3, 0.2)  # frame-0 prompt: mask, box, point
-    # Share of clips of look-alike shapes, where only memory tells the target apart. Meant to stop the tiny model
-    # from segmenting every shape in sight whatever it was prompted with; at 0.5 for 1,800 updates it did not
-    # (measured), so it is off by default.
+    # Share of clips of look-alike shapes, where only memory tells the target apart. On its own (0.5, 1,800
+    # updates at lr 1e-3) it did not stop the tiny model from segmenting every shape in view; with the memory
+    # priors below and lr 3e-4 it does (config/train_shapes.yaml).
     twin_share: float = 0.0
+    min_objects: int = 1  # fewest shapes per training clip; with one, segmenting whatever is in view is right
+    # SAM 2 stores each frame's memory in bfloat16 (8-bit mantissa): the prompted object's mask only survives in it
+    # while the pixel features it is added to stay small. Unchecked, the tiny model's top-level features grew from
+    # RMS 0.05 to about 30 and the memories of two different objects differed by 0.02 % (measured on the
+    # 2,400-update tracker): it then tracked every shape in view. Mean square above `feature_rms**2` is penalised.
+    feature_rms: float = 1.0
+    feature_penalty: float = 0.0
+    # Before training, the memory encoder's mask branch is scaled up by this and its pixel branch down by it, so
+    # the memories start out carrying mostly where the prompted object was.
+    mask_memory_gain: float = 1.0
+    # Locality prior for the memory attention, set before training: each cross-attention's query and key biases get
+    # this amplitude on the rotary pairs of its `locality_pairs` fastest frequencies (both axes), so a position
+    # starts out attending to the memories at and next to itself. Without it the attention starts uniform, memories
+    # average out, and the tiny model learned to ignore them.
+    memory_locality: float = 0.0
+    locality_pairs: int = 4
 
 
 def _dice_loss(logits, target):
@@ -53,6 +69,8 @@ class TrackerTrainer:
         self.model, self.processor, self.config, self.seed = model, processor, config, seed
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.forward = type(model).forward.__wrapped__  # Sam2VideoModel.forward without its inference_mode wrapper
+        self._features = []  # each frame's top-level vision features, for the feature-scale penalty
+        model.vision_encoder.register_forward_hook(lambda _m, _i, out: self._features.append(out.fpn_hidden_states[-1]))
 
     def _clip_loss(self, rng: np.random.Generator, step: int, index: int):
         import torch
@@ -63,7 +81,8 @@ class TrackerTrainer:
 
         cfg = self.config
         clip = generate_clip(_TRAIN_SEED_BASE + step * 1000 + index + self.seed * 10**7, frames=cfg.clip_frames,
-                             max_objects=cfg.max_objects, speed=cfg.speed, twins=bool(rng.random() < cfg.twin_share))
+                             max_objects=cfg.max_objects, speed=cfg.speed, twins=bool(rng.random() < cfg.twin_share),
+                             min_objects=cfg.min_objects)
         visible = [k for k, m in enumerate(clip.masks[0]) if m.sum() >= 4]
         if not visible:
             return None
@@ -86,6 +105,7 @@ class TrackerTrainer:
             add(session, frame_idx=0, obj_ids=[1], input_points=[[[point]]], input_labels=[[[1]]],
                 original_size=(height, width))
         losses = []
+        self._features.clear()
         for t, image in enumerate(clip.frames):
             pixels = self.processor(images=image, return_tensors="pt").pixel_values[0]
             out = self.forward(self.model, inference_session=session, frame=pixels, frame_idx=t)
@@ -99,7 +119,12 @@ class TrackerTrainer:
             if t > 0 or kind != 0:  # a mask prompt is copied to the output as is: nothing to learn on frame 0
                 frame_loss = frame_loss + F.binary_cross_entropy_with_logits(logits, truth) + _dice_loss(logits, truth).mean()
             losses.append(frame_loss)
-        return torch.stack(losses).mean()
+        loss = torch.stack(losses).mean()
+        if cfg.feature_penalty:
+            square = torch.stack([feature.pow(2).mean() for feature in self._features])
+            loss = loss + cfg.feature_penalty * (square - cfg.feature_rms ** 2).clamp(min=0).mean()
+        self._features.clear()
+        return loss
 
     def train(self) -> dict:
         import torch
@@ -129,6 +154,28 @@ class TrackerTrainer:
                 "loss_last": float(np.mean(history[-cfg.log_every:]))}
 
 
+def initialise_memory_path(model, config: TrackerTrainConfig) -> None:
+    """Priors for a from-scratch SAM 2's memory path (see `mask_memory_gain` and `memory_locality`)."""
+    import torch
+
+    with torch.no_grad():
+        model.memory_encoder.mask_downsampler.final_conv.weight.mul_(config.mask_memory_gain)
+        model.memory_encoder.feature_projection.weight.div_(config.mask_memory_gain)
+        if not config.memory_locality:
+            return
+        for layer in model.memory_attention.layers:
+            attention = layer.cross_attn_image
+            # Rotary layout (Sam2VideoVisionRotaryEmbedding): per head, pairs (2i, 2i+1) turn with the row
+            # frequency i and pairs (half + 2i, half + 2i + 1) with the column frequency i, fastest first.
+            bias = torch.zeros(attention.head_dim)
+            half = attention.head_dim // 2
+            for i in range(config.locality_pairs):
+                bias[2 * i] = bias[half + 2 * i] = config.memory_locality
+            bias = bias.repeat(attention.num_attention_heads)
+            attention.q_proj.bias.copy_(bias)
+            attention.k_proj.bias.copy_(bias)
+
+
 def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_size: int = 128, seed: int = 0,
                   progress=print) -> dict:
     """Build a tiny SAM 2, train it on ShapesWorld clips and save it (save_pretrained) to `folder`."""
@@ -140,6 +187,7 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     folder = Path(folder)
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)
     model, processor = load_sam2_video(str(folder))
+    initialise_memory_path(model, config)
     torch.manual_seed(seed)
     report = TrackerTrainer(model, processor, config, seed).train()
     model.save_pretrained(folder)
