@@ -28,6 +28,7 @@ def _with_runtime(profile, **changes):
     return dataclasses.replace(profile, runtime=dataclasses.replace(profile.runtime, **changes))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny", "shapes"])
 def test_every_export_runs_on_onnxruntime_like_pytorch(name, tiny_profile, engine_cache, capsys):
     """`vitron engines build`'s core on CPU: TensorRT is passed over visibly and each ONNX file matches PyTorch."""
@@ -46,6 +47,7 @@ def test_every_export_runs_on_onnxruntime_like_pytorch(name, tiny_profile, engin
     assert len(list(Path(engine_cache).glob("*.onnx"))) >= len(EXPORTS)
 
 
+@pytest.mark.slow
 def test_engines_build_command_checks_every_export_and_says_when_it_fell_back(tiny_profile, capsys):
     from vitron_ros.cli import main
 

@@ -15,6 +15,7 @@ import pytest
 from test.ros_harness import REPO, require_ros
 
 
+@pytest.mark.slow
 def test_readme_colcon_build_gives_a_sourceable_workspace_with_the_node_and_interfaces(tmp_path):
     require_ros()
     venv = Path(sys.prefix)

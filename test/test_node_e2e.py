@@ -494,6 +494,7 @@ def test_parameters_are_described_and_bad_values_refused_with_a_reason(node, pro
 
 
 # -- a second node: lifecycle by hand, compressed input, QoS mismatch -----------------------------------------------
+@pytest.mark.slow
 def test_lifecycle_by_hand_failures_are_logged_and_retriable_and_compressed_input_works(ros, tiny_profile, probe,
                                                                                     tmp_path):
     from vitron_ros_msgs.srv import Segment
@@ -625,6 +626,7 @@ def _parameter_value(value):
             ParameterType.PARAMETER_STRING_ARRAY: lambda: list(value.string_array_value)}[value.type]()  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_specialist_that_fails_to_load_on_first_use_leaves_the_node_serving_with_the_reason_in_answer_and_diagnostics(
         ros, tiny_profile, probe, tmp_path):
     """Specialists load on first use (preload_specialists false); the editor's checkpoint is broken. An Edit goal

@@ -30,6 +30,7 @@ def _cpu_load():
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
 
 
+@pytest.mark.slow
 def test_100_lifecycle_cycles_under_cpu_load_with_frames_and_requests_in_flight(ros, tiny_profile, probe, tmp_path):
     from vitron_ros_msgs.srv import Segment
 
@@ -106,6 +107,7 @@ def _corrupt(serialized: bytes, marker: bytes) -> bytes:
     return serialized[:at] + bytes([0xFF, 0xFE] * (len(marker) // 2)) + serialized[at + len(marker):]
 
 
+@pytest.mark.slow
 def test_fuzz_10000_malformed_inputs_never_kill_the_node_and_every_request_gets_a_reason(ros, tiny_profile, probe,
                                                                                         tmp_path):
     from diagnostic_msgs.msg import DiagnosticArray

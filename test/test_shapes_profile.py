@@ -70,6 +70,7 @@ def test_demo_request_is_answered_with_the_right_mask(shapes_pipeline_shipped):
     assert answer.answer.strip() == str(len(scene.objects))
 
 
+@pytest.mark.slow
 def test_eval_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
     """A small held-out run: every metric is present, and the model is far above chance (not a random model)."""
     from vitron_ros.core.evaluation.shapes_suite import evaluate_shapes, format_report
@@ -175,6 +176,7 @@ def test_demo_edit_recolours_the_object_and_nothing_else(tmp_path, capsys):
     assert colour_mask(edited, "red")[target.mask].mean() >= 0.6  # and it is red (0.78 measured)
 
 
+@pytest.mark.slow
 def test_edit_suite_on_the_shipped_checkpoint(tmp_path, capsys):
     """A small held-out run of `vitron eval --suite edit`: floors well under the 50-scene figures (README), far above
     what an untrained editor gives."""
