@@ -122,9 +122,9 @@ def llava_config():
 def memory_table() -> None:
     """The default profile's specialists: parameters counted on the meta device (no weights), bytes at fp16."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from bench_edit import sd15_parts
     from segment_anything import sam_model_registry
-    from transformers import CLIPTextConfig, CLIPTextModel, LlavaForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
+    from transformers import LlavaForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
 
     def count(build) -> int:
         with torch.device("meta"):
@@ -132,14 +132,9 @@ def memory_table() -> None:
         return sum(p.numel() for p in module.parameters()) + sum(b.numel() for b in module.buffers())
 
     def sd(in_channels: int) -> int:
-        vae = lambda: AutoencoderKL(  # noqa: E731
-            block_out_channels=[128, 256, 512, 512], latent_channels=4, down_block_types=["DownEncoderBlock2D"] * 4,
-            up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2)
-        text = lambda: CLIPTextModel(CLIPTextConfig(  # noqa: E731
-            hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, vocab_size=49408,
-            max_position_embeddings=77))
-        unet = lambda: UNet2DConditionModel(in_channels=in_channels, cross_attention_dim=768, sample_size=64)  # noqa: E731
-        return count(unet) + count(vae) + count(text)
+        with torch.device("meta"):
+            parts = sd15_parts(in_channels)
+        return sum(t.numel() for part in parts for t in (*part.parameters(), *part.buffers()))
 
     stack = {  # specialist -> (checkpoint, elements)
         "llm": ("LLaVA-1.5-7B (CLIP ViT-L/336 + Vicuna-7B)", count(lambda: LlavaForConditionalGeneration(llava_config()))),

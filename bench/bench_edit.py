@@ -70,23 +70,34 @@ def bench_profile(profile: str, device: str, repeats: int) -> None:
               f"whole {statistics.median(whole) * 1000:8.1f} ms, per step {step:7.2f} ms")
 
 
-def bench_sd15(device: str, repeats: int) -> None:
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+def sd15_parts(in_channels: int = 4):
+    """(UNet, VAE, CLIP-L text encoder) of Stable Diffusion 1.5 from their published configs, random weights.
+
+    `in_channels`: 4 text-to-image, 9 inpainting, 8 InstructPix2Pix. Speed and memory do not depend on the weights.
+    """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from vitron_ros.core.model.tiny import train_tokenizer
-
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    unet = UNet2DConditionModel(in_channels=9, cross_attention_dim=768, sample_size=64)  # SD 1.5's config
+    unet = UNet2DConditionModel(in_channels=in_channels, cross_attention_dim=768, sample_size=64)  # SD 1.5's config
     vae = AutoencoderKL(
         block_out_channels=[128, 256, 512, 512], latent_channels=4, sample_size=512,
         down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4, layers_per_block=2,
     )
-    tokenizer = train_tokenizer(400)
-    tokenizer.model_max_length = 77
     text = CLIPTextModel(CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12,
                                         num_hidden_layers=12, vocab_size=49408, max_position_embeddings=77))
+    return unet, vae, text
+
+
+def bench_sd15(device: str, repeats: int) -> None:
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
+
+    from vitron_ros.core.model.tiny import train_tokenizer
+
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    unet, vae, text = sd15_parts(in_channels=9)
+    tokenizer = train_tokenizer(400)
+    tokenizer.model_max_length = 77
     pipe = StableDiffusionInpaintPipeline(
         vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(steps_offset=1),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,

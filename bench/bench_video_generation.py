@@ -18,42 +18,29 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_edit's SD 1.5-sized parts
+
 
 def build_real_size(folder: Path, progress=print) -> dict[str, Path]:
     """Random SD 1.5-sized AnimateDiff parts, laid out as the published checkpoints (save_pretrained folders)."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        MotionAdapter,
-        SparseControlNetModel,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from bench_edit import sd15_parts
+    from diffusers import DDIMScheduler, MotionAdapter, SparseControlNetModel, StableDiffusionPipeline
 
     from vitron_ros.core.model.tiny_diffusion import _tokenizer
 
     torch.manual_seed(0)
     progress("building SD 1.5-sized UNet, VAE and text encoder (random weights)")
-    tokenizer = _tokenizer()  # a small vocabulary: prompts are shorter than CLIP's 77 tokens, the rest is full size
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)  # SD 1.5's layout
-    vae = AutoencoderKL(
-        block_out_channels=[128, 256, 512, 512], layers_per_block=2, latent_channels=4, sample_size=512,
-        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-    )
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12, vocab_size=49408,
-        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    ))
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+    unet, vae, text_encoder = sd15_parts(in_channels=4)
+    # the tiny profiles' tokenizer (saved and loaded like a published one): prompts are shorter than CLIP's 77 tokens
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=_tokenizer(), unet=unet,
                                    scheduler=DDIMScheduler(steps_offset=1), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
     paths = {"model": folder / "base", "motion_adapter": folder / "motion_adapter",

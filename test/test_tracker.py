@@ -175,3 +175,45 @@ def test_a_prompt_that_does_not_fit_the_first_frame_is_dropped_with_a_reason(sam
     tracks = tracker.step(_frames(1)[0])
     assert [s.object_id for s in tracks.objects] == [near] and tracker.object_ids == [near]
     assert tracks.errors == [f"{far} removed: box (10, 10, 500, 30) lies outside the 80x48 image"]
+
+
+def test_tracker_training_starts_with_its_memory_priors_and_saves_a_loadable_model(tmp_path):
+    """`vitron train --stage tracker` in miniature: the priors are in place before the first update, the
+    feature-scale penalty is part of the loss, and the saved folder loads through the published-checkpoint path."""
+    import torch
+
+    from vitron_ros.core.model.sam2_loader import build_tiny_sam2, load_sam2_video
+    from vitron_ros.core.training.tracker_training import (
+        TrackerTrainConfig,
+        TrackerTrainer,
+        initialise_memory_path,
+        train_tracker,
+    )
+
+    config = TrackerTrainConfig(steps=2, clips_per_step=1, clip_frames=3, min_objects=2, max_objects=2,
+                                twin_share=1.0, feature_penalty=0.1, feature_rms=0.0, mask_memory_gain=10.0,
+                                memory_locality=6.0, locality_pairs=2, warmup_steps=1, log_every=1)
+    build_tiny_sam2(tmp_path / "fresh", image_size=128)
+    model, processor = load_sam2_video(str(tmp_path / "fresh"))
+    mask_weight = model.memory_encoder.mask_downsampler.final_conv.weight.clone()
+    pixel_weight = model.memory_encoder.feature_projection.weight.clone()
+    initialise_memory_path(model, config)
+    assert torch.allclose(model.memory_encoder.mask_downsampler.final_conv.weight, mask_weight * 10)
+    assert torch.allclose(model.memory_encoder.feature_projection.weight, pixel_weight / 10)
+    for layer in model.memory_attention.layers:
+        attention = layer.cross_attn_image
+        half = attention.head_dim // 2
+        expected = torch.zeros(attention.head_dim)
+        expected[[0, 2, half, half + 2]] = 6.0  # the two fastest rotary pairs of each axis
+        assert torch.equal(attention.q_proj.bias, expected) and torch.equal(attention.k_proj.bias, expected)
+    # With feature_rms 0 the penalty is 0.1 x the features' mean square: the same clip's loss grows by it.
+    trainer = TrackerTrainer(model, processor, config)
+    with_penalty = trainer._clip_loss(np.random.default_rng(0), 0, 0)
+    plain = TrackerTrainer(model, processor, dataclasses.replace(config, feature_penalty=0.0))
+    without = plain._clip_loss(np.random.default_rng(0), 0, 0)
+    assert with_penalty.item() > without.item()
+    report = train_tracker(tmp_path / "trained", config, image_size=128, progress=lambda *_: None)
+    assert report["steps"] == 2 and np.isfinite(report["loss_last"])
+    trained, _ = load_sam2_video(str(tmp_path / "trained"))
+    bias = trained.memory_attention.layers[0].cross_attn_image.q_proj.bias
+    assert not torch.equal(bias, expected) and torch.allclose(bias, expected, atol=0.1)  # the prior, moved by training

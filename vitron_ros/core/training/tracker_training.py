@@ -69,8 +69,6 @@ class TrackerTrainer:
         self.model, self.processor, self.config, self.seed = model, processor, config, seed
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.forward = type(model).forward.__wrapped__  # Sam2VideoModel.forward without its inference_mode wrapper
-        self._features = []  # each frame's top-level vision features, for the feature-scale penalty
-        model.vision_encoder.register_forward_hook(lambda _m, _i, out: self._features.append(out.fpn_hidden_states[-1]))
 
     def _clip_loss(self, rng: np.random.Generator, step: int, index: int):
         import torch
@@ -104,11 +102,12 @@ class TrackerTrainer:
             point = [float(cols[pick]) + 0.5, float(rows[pick]) + 0.5]
             add(session, frame_idx=0, obj_ids=[1], input_points=[[[point]]], input_labels=[[[1]]],
                 original_size=(height, width))
-        losses = []
-        self._features.clear()
+        losses, squares = [], []
         for t, image in enumerate(clip.frames):
             pixels = self.processor(images=image, return_tensors="pt").pixel_values[0]
             out = self.forward(self.model, inference_session=session, frame=pixels, frame_idx=t)
+            # the frame's top-level vision features, as the session cached them for its memory encoder
+            squares.append(session.cache.get_vision_features(t)["vision_feats"][-1].pow(2).mean())
             logits = out.pred_masks.reshape(1, 1, *out.pred_masks.shape[-2:]).float()
             truth = torch.as_tensor(clip.masks[t][target_index], dtype=torch.float32)[None, None]
             truth = F.interpolate(truth, size=logits.shape[-2:], mode="area")  # SAM 2 stretches frames to a square
@@ -121,9 +120,7 @@ class TrackerTrainer:
             losses.append(frame_loss)
         loss = torch.stack(losses).mean()
         if cfg.feature_penalty:
-            square = torch.stack([feature.pow(2).mean() for feature in self._features])
-            loss = loss + cfg.feature_penalty * (square - cfg.feature_rms ** 2).clamp(min=0).mean()
-        self._features.clear()
+            loss = loss + cfg.feature_penalty * (torch.stack(squares) - cfg.feature_rms ** 2).clamp(min=0).mean()
         return loss
 
     def train(self) -> dict:
