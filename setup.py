@@ -54,7 +54,6 @@ setup(
         "pyyaml",
         # ROS 2 message definitions and bags without a ROS 2 install: replay, tests, benches.
         "rosbags>=0.10",
-        "tokenizers",
         "tqdm",
     ],
     extras_require={

@@ -211,7 +211,6 @@ def llm_decode_bench(repeats: int, device: str) -> None:
 
 def cuda_bench(repeats: int, sizes: list[str]) -> None:
     import torch
-
     from bench_edit import bench_sd15
     from bench_tracking import sam2_size_bench
 
@@ -243,13 +242,13 @@ def main() -> None:
     import torch
 
     print(f"CPU: {torch.get_num_threads()} threads, torch {torch.__version__}")
+    from vitron_lab.tiny import build_tiny_assets
     from vitron_ros.core.config import RuntimeConfig, load_profile
-    from vitron_ros.core.model.tiny import build_tiny_assets
 
     with tempfile.TemporaryDirectory() as cache:
         for name in args.profiles.split(","):
             profile = load_profile(name)
-            if profile.build_if_missing:
+            if name == "tiny":  # random weights the lab builds
                 build_tiny_assets(profile, progress=lambda message: None)
             profile_bench(name, args.repeats, args.compile, cache)
         if args.real:

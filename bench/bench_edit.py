@@ -29,13 +29,13 @@ def _timed_steps():
 
 
 def bench_profile(profile: str, device: str, repeats: int) -> None:
+    from vitron_lab.shapes.world import generate_scene
+    from vitron_lab.tiny import build_tiny_assets
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.model.tiny import build_tiny_assets
-    from vitron_ros.core.shapes.world import generate_scene
     from vitron_ros.core.specialists import SPECIALISTS, Frame, SpecialistCall
 
     cfg = load_profile(profile)
-    if cfg.build_if_missing:
+    if cfg.name == "tiny":  # random weights the lab builds
         build_tiny_assets(cfg)
     image = generate_scene(seed=3).image
     mask = np.zeros(image.shape[:2], bool)
@@ -92,7 +92,7 @@ def bench_sd15(device: str, repeats: int) -> None:
     import torch
     from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline
 
-    from vitron_ros.core.model.tiny import train_tokenizer
+    from vitron_lab.tiny import train_tokenizer
 
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     unet, vae, text = sd15_parts(in_channels=9)

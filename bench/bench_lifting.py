@@ -33,8 +33,8 @@ def _median_ms(fn, repeats: int) -> float:
 def main() -> None:
     import cv2
 
+    from vitron_lab.shapes.depth_world import generate_depth_scene
     from vitron_ros.core.lifting import DepthImage, PinholeCamera, box_centre_lift, lift_mask
-    from vitron_ros.core.shapes.depth_world import generate_depth_scene
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=1280)

@@ -54,13 +54,13 @@ def moving_frames(count: int, height: int = 240, width: int = 320):
 
 
 def stream_bench(profile_name: str, frames: int, device: str, unbounded: bool = False) -> None:
+    from vitron_lab.tiny import build_tiny_assets
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.model.tiny import build_tiny_assets
     from vitron_ros.core.specialists.tracker import Sam2Tracker
     from vitron_ros.core.tracking.state import ObjectPrompt
 
     profile = load_profile(profile_name)
-    if profile.build_if_missing:
+    if profile.name == "tiny":  # random weights the lab builds
         build_tiny_assets(profile)
     tracker = Sam2Tracker.from_profile(profile, device).stream()
     if unbounded:  # what transformers' session does on its own: keep every frame's outputs and pixels
@@ -104,8 +104,8 @@ def sam2_size_bench(device: str, frames: int, sizes: list[str]) -> None:
     import torch
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
+    from vitron_lab.tiny_sam2 import tiny_sam2_processor
     from vitron_ros.core.config import TrackerConfig
-    from vitron_ros.core.model.sam2_loader import tiny_sam2_processor
     from vitron_ros.core.tracking.state import ObjectPrompt
     from vitron_ros.core.tracking.stream_tracker import StreamTracker
 

@@ -34,7 +34,7 @@ def build_real_size(folder: Path, progress=print) -> dict[str, Path]:
     from bench_edit import sd15_parts
     from diffusers import DDIMScheduler, MotionAdapter, SparseControlNetModel, StableDiffusionPipeline
 
-    from vitron_ros.core.model.tiny_diffusion import _tokenizer
+    from vitron_lab.tiny_diffusion import _tokenizer
 
     torch.manual_seed(0)
     progress("building SD 1.5-sized UNet, VAE and text encoder (random weights)")
@@ -97,7 +97,7 @@ def main() -> None:
             paths = build_real_size(Path(scratch))
             config = VideoGeneratorConfig(**{**section.__dict__, **{k: str(v) for k, v in paths.items()}, **overrides})
         else:
-            from vitron_ros.core.model.tiny_video import build_tiny_video_assets
+            from vitron_lab.tiny_video import build_tiny_video_assets
 
             build_tiny_video_assets(section, profile, progress=lambda m: None)
             config = VideoGeneratorConfig(**{**section.__dict__, **overrides})

@@ -36,14 +36,14 @@ def _stage_seconds(work_dir: Path) -> dict[str, float]:
 def main() -> int:
     import torch
 
+    from vitron_lab.evaluation.shapes_suite import evaluate_shapes, format_report
+    from vitron_lab.training.recipe import load_recipe
+    from vitron_lab.training.trainer import Trainer, relocated
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.evaluation.shapes_suite import evaluate_shapes, format_report
     from vitron_ros.core.pipeline import VitronPipeline
-    from vitron_ros.core.training.recipe import load_recipe
-    from vitron_ros.core.training.trainer import Trainer, relocated
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(REPO / "config" / "train_shapes.yaml"))
+    parser.add_argument("--config", default=str(REPO / "lab" / "config" / "train_shapes.yaml"))
     parser.add_argument("--work-dir", default=str(REPO / ".train" / "shapes"))
     parser.add_argument("--skip-train", action="store_true", help="use the finished stages already in --work-dir")
     parser.add_argument("--no-ablation", action="store_true")

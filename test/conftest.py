@@ -24,8 +24,8 @@ def vitron_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_profile(vitron_cache):
+    from vitron_lab.tiny import build_tiny_assets
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.model.tiny import build_tiny_assets
 
     profile = load_profile("tiny")
     build_tiny_assets(profile)
@@ -52,9 +52,9 @@ def scene() -> np.ndarray:
 def shapes_recipe():
     import dataclasses
 
-    from vitron_ros.core.training.recipe import load_recipe
+    from vitron_lab.training.recipe import load_recipe
 
-    recipe = load_recipe(REPO / "config" / "train_shapes.yaml")
+    recipe = load_recipe(REPO / "lab" / "config" / "train_shapes.yaml")
     # Small batches: tests check that things run and losses fall, not final quality.
     return dataclasses.replace(recipe, batch_scenes=4, turns_per_scene=3, checkpoint_every=3, log_every=1)
 
@@ -62,8 +62,8 @@ def shapes_recipe():
 @pytest.fixture(scope="session")
 def shapes_trainer(tmp_path_factory, shapes_recipe):
     """A Trainer on the shapes architecture with random initial weights."""
+    from vitron_lab.training.trainer import Trainer, relocated
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.training.trainer import Trainer, relocated
 
     folder = tmp_path_factory.mktemp("shapes_random")
     profile = relocated(load_profile("shapes"), folder / "export")
@@ -73,8 +73,8 @@ def shapes_trainer(tmp_path_factory, shapes_recipe):
 @pytest.fixture(scope="session")
 def shapes_pipeline(shapes_trainer):
     """The pipeline on the Trainer's current weights, exported and loaded back like any profile."""
+    from vitron_lab.training.trainer import export_profile
     from vitron_ros.core.pipeline import VitronPipeline
-    from vitron_ros.core.training.trainer import export_profile
 
     export_profile(shapes_trainer.model.eval(), shapes_trainer.processor, shapes_trainer.profile)
     return VitronPipeline.from_profile(shapes_trainer.profile, progress=lambda *_: None)

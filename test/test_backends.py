@@ -176,15 +176,15 @@ def test_precision_is_float32_on_cpu_and_the_runtimes_or_the_sections_on_cuda():
 def test_half_precision_masks_match_float32_on_shapes():
     """The segmenter in bfloat16 (CPU autocast; float16 on CUDA takes the same path) against float32, on ShapesWorld
     objects prompted by their boxes: IoU >= 0.98."""
+    from vitron_lab.shapes.world import generate_scene
     from vitron_ros.core.masks import iou, mask_to_box
     from vitron_ros.core.model.sam_loader import load_sam
-    from vitron_ros.core.shapes.world import generate_scene
     from vitron_ros.core.specialists.segmenter import SamSegmenter
 
     profile = load_profile("shapes")
     cfg = profile.section("segmenter")
-    full = SamSegmenter(load_sam(cfg.arch, cfg.checkpoint, profile.tiny), cfg, "cpu", "float32", progress=lambda m: None)
-    half = SamSegmenter(load_sam(cfg.arch, cfg.checkpoint, profile.tiny), cfg, "cpu", "bfloat16", progress=lambda m: None)
+    full = SamSegmenter(load_sam(cfg.arch, cfg.checkpoint), cfg, "cpu", "float32", progress=lambda m: None)
+    half = SamSegmenter(load_sam(cfg.arch, cfg.checkpoint), cfg, "cpu", "bfloat16", progress=lambda m: None)
     assert next(half.sam.parameters()).dtype.__str__() == "torch.bfloat16"
     ious = []
     for seed in range(8):

@@ -53,3 +53,45 @@ def test_hub_id_not_in_cache_names_id_and_fetch_command(tmp_path, monkeypatch):
         resolve_model_path("someorg/some-model", None, "run `vitron models fetch --profile x`")
     with pytest.raises(CheckpointNotFoundError, match="folder not found"):
         resolve_model_path(str(tmp_path / "absent"), None, "hint")
+
+
+def test_a_tiny_sam_checkpoint_carries_its_sizes_in_its_tensors(tmp_path):
+    """No profile repeats a tiny SAM's sizes: load_sam reads them back from any tiny state dict."""
+    from vitron_ros.core.model.sam_loader import TinySamSize, build_sam, tiny_sam_size
+
+    size = TinySamSize(image_size=96, patch_size=8, embed_dim=48, depth=3, heads=3, prompt_dim=32)
+    torch.manual_seed(0)
+    built = build_sam("tiny", size)
+    path = tmp_path / "odd_tiny.pth"
+    torch.save(built.state_dict(), path)
+    assert tiny_sam_size(built.state_dict()) == size
+    loaded = load_sam("tiny", path)
+    assert loaded.image_encoder.img_size == 96 and loaded.prompt_encoder.embed_dim == 32
+    with pytest.raises(CheckpointLoadError, match="not a SAM state dict"):
+        tiny_sam_size({"something.else": torch.zeros(1)}, "odd.pth")
+
+
+def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoint(tmp_path):
+    """The shipped shapes LLM's facts file sets what its profile leaves out; a profile that contradicts the
+    checkpoint is refused by name; a broken facts file is a load error, not a silent default."""
+    import dataclasses
+    import shutil
+
+    from vitron_ros.core.config import load_profile
+    from vitron_ros.core.model.facts import FACTS_FILE, read_facts
+    from vitron_ros.core.model.vitron_llm import VitronLLM
+
+    config = load_profile("shapes").llm
+    assert config.box_format is None and config.system_prompt is None  # the profile says nothing of either
+    facts = read_facts(config.model)
+    llm = VitronLLM.from_pretrained(config)
+    assert (llm.config.box_format, llm.config.system_prompt, llm.clip_frames) == (
+        facts.box_format, facts.system_prompt, facts.clip_frames) == (
+        "normalized", "You are VITRON, a pixel-level vision assistant.", 8)
+    with pytest.raises(CheckpointLoadError, match="trained with box_format='normalized' but the profile sets 'pixel'"):
+        VitronLLM.from_pretrained(dataclasses.replace(config, box_format="pixel"))
+    copy = tmp_path / "llava"
+    shutil.copytree(config.model, copy)
+    (copy / FACTS_FILE).write_text("{not json")
+    with pytest.raises(CheckpointLoadError, match="not a readable facts file"):
+        VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))

@@ -152,7 +152,19 @@ def test_query_depth_inputs_that_cannot_be_used_are_refused_before_any_model_loa
 
 
 def test_eval_3d_suite_prints_ours_and_the_box_centre_method(capsys):
-    assert main(["eval", "--suite", "3d", "--scenes", "2"]) == 0
+    from vitron_lab.cli import main as lab_main
+
+    assert lab_main(["eval", "--suite", "3d", "--scenes", "2"]) == 0
     printed = capsys.readouterr().out
     assert "| sensor | all | ours |" in printed and "| sensor | all | box_centre |" in printed
     assert "centroid median <= 1.0 % of range" in printed
+
+
+def test_a_tiny_profile_not_built_says_which_lab_command_builds_it(tmp_path, monkeypatch, capsys):
+    """The runtime cannot build random weights (that is the lab's); it names the command that does."""
+    monkeypatch.setenv("VITRON_CACHE", str(tmp_path / "empty_cache"))
+    assert main(["query", str(DEMO_IMAGE), "what is this?", "--profile", "tiny", "--out", str(tmp_path / "q")]) == 2
+    assert "vitron-lab build-tiny" in capsys.readouterr().err
+    assert main(["models", "fetch", "--profile", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "is not downloaded from anywhere" in err and "vitron-lab build-tiny" in err

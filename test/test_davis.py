@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from vitron_ros.core.evaluation.davis import (
+from vitron_lab.evaluation.davis import (
     DavisSummary,
     boundary_f_measure,
     boundary_tolerance,

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from vitron_lab.shapes.world import generate_scene
 from vitron_ros.core.errors import QueryCancelled, VitronInputError
 from vitron_ros.core.pipeline import VitronPipeline
 from vitron_ros.core.results import OUTPUT_KINDS
-from vitron_ros.core.shapes.world import generate_scene
 from vitron_ros.core.specialists import SPECIALISTS, SpecialistCall, SpecialistEntry, SpecialistOutput, TaskSpec
 from vitron_ros.core.specialists.diffusion import EditorConfig, composite, square_crop
 from vitron_ros.core.specialists.editor import plan_edit

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from vitron_lab.shapes.edits import EDIT_TASKS, edit_case, layout_case, read_edit, read_shape
+from vitron_lab.shapes.instructions import edit_reply, make_sample
+from vitron_lab.shapes.world import ShapeSpec, draw_shape, generate_scene
 from vitron_ros.core.config import RuntimeConfig
 from vitron_ros.core.errors import VitronInputError
 from vitron_ros.core.invocation import parse_reply
-from vitron_ros.core.shapes.edits import EDIT_TASKS, edit_case, layout_case, read_edit, read_shape
-from vitron_ros.core.shapes.instructions import edit_reply, make_sample
-from vitron_ros.core.shapes.world import ShapeSpec, draw_shape, generate_scene
 from vitron_ros.core.specialists import SpecialistCall
 
 MODULES = {"segmenter": {"segmentation"}, "editor": set(EDIT_TASKS), "generator": {"layout", "generation"}}
@@ -75,9 +75,9 @@ def test_edit_and_layout_samples_for_the_llm():
 
 
 def test_recipe_reads_the_diffusion_section_and_the_edit_stage(tmp_path):
-    from vitron_ros.core.training.recipe import load_recipe
+    from vitron_lab.training.recipe import load_recipe
 
-    recipe = load_recipe("config/train_shapes.yaml")
+    recipe = load_recipe("lab/config/train_shapes.yaml")
     assert recipe.stages[-1].name == "edit" and recipe.stages[-1].start == "profile"
     assert recipe.diffusion.resolution == 64 and recipe.diffusion.unet_channels == (32, 64, 64)
     path = tmp_path / "recipe.yaml"
@@ -93,7 +93,7 @@ def test_recipe_reads_the_diffusion_section_and_the_edit_stage(tmp_path):
 @pytest.fixture(scope="module")
 def trained_small(tmp_path_factory, tiny_pipeline):
     """The diffusion and signal stages, a few updates each, on a miniature config: the code path, not quality."""
-    from vitron_ros.core.training.diffusion_training import DiffusionTrainConfig, train_diffusion, train_signal
+    from vitron_lab.training.diffusion_training import DiffusionTrainConfig, train_diffusion, train_signal
 
     folder = tmp_path_factory.mktemp("diffusion") / "model"
     config = DiffusionTrainConfig(vae_channels=(8, 16), vae_steps=2, unet_channels=(16, 32), text_width=32,
@@ -130,7 +130,7 @@ def test_diffusion_and_signal_stages_save_what_the_editor_loads(trained_small, t
 
 
 def test_edit_suite_runs_every_way_and_never_changes_pixels_outside(tiny_pipeline):
-    from vitron_ros.core.evaluation.edit_suite import evaluate_edit, format_edit_report
+    from vitron_lab.evaluation.edit_suite import evaluate_edit, format_edit_report
 
     report = evaluate_edit(tiny_pipeline, scenes=1, seed_base=2_000_000_001)  # a scene with every edit kind
     rows = [report[task][way] for task in (*EDIT_TASKS, "layout") for way in report[task] if report[task][way]["n"]]

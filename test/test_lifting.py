@@ -155,8 +155,8 @@ def test_results_in_another_frame_and_quaternions():
 
 
 def test_depth_world_truth_is_exact_and_the_suite_reports_both_methods():
-    from vitron_ros.core.evaluation.lifting_suite import evaluate_3d, format_3d_report
-    from vitron_ros.core.shapes.depth_world import SensorModel, generate_depth_scene
+    from vitron_lab.evaluation.lifting_suite import evaluate_3d, format_3d_report
+    from vitron_lab.shapes.depth_world import SensorModel, generate_depth_scene
 
     exact = generate_depth_scene(11, sensor=SensorModel.exact(), min_objects=3, max_objects=3)
     sensed = generate_depth_scene(11, min_objects=3, max_objects=3)

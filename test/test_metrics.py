@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from vitron_ros.core.evaluation.metrics import Accuracy, SegmentationScore, match_grounded
+from vitron_lab.evaluation.metrics import Accuracy, SegmentationScore, match_grounded
 
 
 def _mask(*cells, shape=(4, 4)):

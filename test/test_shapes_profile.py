@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from vitron_lab.cli import main as lab_main
+from vitron_lab.shapes.world import generate_scene
 from vitron_ros.cli import main
 from vitron_ros.core.image_io import load_image
 from vitron_ros.core.masks import iou
-from vitron_ros.core.shapes.world import generate_scene
 
 from .conftest import REPO
 
@@ -43,7 +44,7 @@ def shapes_pipeline_shipped():
 def test_shipped_checkpoint_is_small():
     def size(folder):
         files = [p for p in folder.rglob("*") if p.is_file()]
-        assert files, f"{folder} is missing: train it with `vitron train --stage all --config config/train_shapes.yaml`"
+        assert files, f"{folder} is missing: train it with `vitron-lab train --stage all --config lab/config/train_shapes.yaml`"
         return sum(p.stat().st_size for p in files)
 
     shapes = REPO / "models" / "shapes"
@@ -73,7 +74,7 @@ def test_demo_request_is_answered_with_the_right_mask(shapes_pipeline_shipped):
 @pytest.mark.slow
 def test_eval_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
     """A small held-out run: every metric is present, and the model is far above chance (not a random model)."""
-    from vitron_ros.core.evaluation.shapes_suite import evaluate_shapes, format_report
+    from vitron_lab.evaluation.shapes_suite import evaluate_shapes, format_report
 
     report = evaluate_shapes(shapes_pipeline_shipped, scenes=20)
     # Floors well under the 200-scene figures (validity 1.00, cIoU 0.34, VQA 0.50, region 0.54) and far above
@@ -82,15 +83,22 @@ def test_eval_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
     assert report["referring"]["all"]["ciou"] >= 0.15
     assert report["vqa"]["overall"]["accuracy"] >= 0.3
     assert report["region"]["overall"]["accuracy"] >= 0.3
-    table = format_report(report)
+    # scenes come in equal numbers of one to five objects, and every figure is also reported per count
+    assert {n: r["vqa"]["overall"]["n"] > 0 for n, r in report["by_objects"].items()} == dict.fromkeys("12345", True)
+    assert sum(r["region"]["overall"]["n"] for r in report["by_objects"].values()) == report["region"]["overall"]["n"] == 20
+    one = report["by_objects"]["1"]
+    assert one["referring"]["all"]["n"] == 4 and one["referring"]["relational"]["n"] == 0  # one object: no relation
+    table = format_report(report, baseline=report)
     for heading in ("referring segmentation", "attribute", "relational", "VQA accuracy", "invocation validity",
-                    "grounded conversation", "region understanding"):
+                    "grounded conversation", "region understanding", "by object count", "5 obj"):
         assert heading in table
+    vqa = report["vqa"]["overall"]["accuracy"]
+    assert f"{vqa:.3f} / {vqa:.3f}" in table  # the baseline's figure next to this run's
 
 
 def test_cli_eval_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["eval", "--suite", "shapes", "--scenes", "2", "--json", str(out)]) == 0
+    assert lab_main(["eval", "--suite", "shapes", "--scenes", "2", "--json", str(out)]) == 0
     assert "referring segmentation" in capsys.readouterr().out
     assert json.loads(out.read_text())["scenes"] == 2
 
@@ -98,13 +106,14 @@ def test_cli_eval_prints_the_table_and_writes_json(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["train", "--stage", "bogus", "--config", str(REPO / "config" / "train_shapes.yaml")], "--stage 'bogus'"),
+        (["train", "--stage", "bogus", "--config", str(REPO / "lab" / "config" / "train_shapes.yaml")], "--stage 'bogus'"),
         (["train", "--stage", "all", "--config", "/nonexistent/recipe.yaml"], "cannot read training recipe"),
         (["eval", "--suite", "coco"], "invalid choice: 'coco'"),
+        (["eval", "--suite", "shapes", "--baseline", "/nonexistent/report.json"], "not a readable JSON report"),
     ],
 )
 def test_cli_train_and_eval_errors_are_one_line(argv, message, capsys):
-    assert main(argv) == 2
+    assert lab_main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
 
@@ -113,9 +122,9 @@ def test_trained_tracker_follows_a_shape_through_a_video_the_test_writes(tmp_pat
     """A held-out clip as a lossless video file, streamed by `vitron track` from a box on the first frame."""
     import cv2
 
-    from vitron_ros.core.evaluation.davis import score_sequence
+    from vitron_lab.evaluation.davis import score_sequence
+    from vitron_lab.shapes.world import generate_clip
     from vitron_ros.core.masks import mask_to_box, rle_decode
-    from vitron_ros.core.shapes.world import generate_clip
 
     clip = generate_clip(TRACK_CLIP_SEED, frames=20)
     video = tmp_path / "clip.avi"
@@ -134,7 +143,7 @@ def test_trained_tracker_follows_a_shape_through_a_video_the_test_writes(tmp_pat
 
 
 def test_video_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
-    from vitron_ros.core.evaluation.video_suite import evaluate_video, format_video_report
+    from vitron_lab.evaluation.video_suite import evaluate_video, format_video_report
 
     report = evaluate_video(shapes_pipeline_shipped, clips=6, frames=12)
     # Floors well under the 40-clip figures (README) and far above random weights (J&F ~0, clip answers 0).
@@ -147,17 +156,17 @@ def test_video_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
 
 def test_cli_video_eval_and_its_errors(tmp_path, capsys):
     out = tmp_path / "video.json"
-    assert main(["eval", "--suite", "video", "--clips", "1", "--frames", "6", "--json", str(out)]) == 0
+    assert lab_main(["eval", "--suite", "video", "--clips", "1", "--frames", "6", "--json", str(out)]) == 0
     assert "J&F" in capsys.readouterr().out and json.loads(out.read_text())["clips"] == 1
-    assert main(["eval", "--suite", "video", "--frames", "2"]) == 2
+    assert lab_main(["eval", "--suite", "video", "--frames", "2"]) == 2
     assert "--frames >= 3" in capsys.readouterr().err
 
 
 def test_demo_edit_recolours_the_object_and_nothing_else(tmp_path, capsys):
     """The demo's edit (scripts/demo.sh) through `vitron edit` on the shipped profile: the square turns red, every
     pixel outside the edited region is the input's."""
+    from vitron_lab.shapes.edits import colour_mask
     from vitron_ros.core.masks import rle_decode
-    from vitron_ros.core.shapes.edits import colour_mask
 
     scene = generate_scene(DEMO_SEED)
     target = next(o for o in scene.objects if o.name == "purple square")
@@ -181,7 +190,7 @@ def test_edit_suite_on_the_shipped_checkpoint(tmp_path, capsys):
     """A small held-out run of `vitron eval --suite edit`: floors well under the 50-scene figures (README), far above
     what an untrained editor gives."""
     out = tmp_path / "edit.json"
-    assert main(["eval", "--suite", "edit", "--scenes", str(EDIT_SCENES), "--no-ablation", "--json", str(out)]) == 0
+    assert lab_main(["eval", "--suite", "edit", "--scenes", str(EDIT_SCENES), "--no-ablation", "--json", str(out)]) == 0
     assert "| recolour | given |" in capsys.readouterr().out
     report = json.loads(out.read_text())
     for task in ("remove", "recolour", "replace", "move", "add", "layout"):

@@ -3,9 +3,7 @@
 import numpy as np
 import pytest
 
-from vitron_ros.core.invocation import parse_reply
-from vitron_ros.core.masks import mask_to_box
-from vitron_ros.core.shapes.instructions import (
+from vitron_lab.shapes.instructions import (
     RELATIONS,
     TASKS,
     InstructionMaker,
@@ -13,7 +11,9 @@ from vitron_ros.core.shapes.instructions import (
     make_sample,
     normalise_answer,
 )
-from vitron_ros.core.shapes.world import COLOURS, MIN_VISIBLE, generate_clip, generate_scene
+from vitron_lab.shapes.world import COLOURS, MIN_VISIBLE, generate_clip, generate_scene
+from vitron_ros.core.invocation import parse_reply
+from vitron_ros.core.masks import mask_to_box
 from vitron_ros.core.specialists import SPECIALISTS
 
 

@@ -182,13 +182,14 @@ def test_tracker_training_starts_with_its_memory_priors_and_saves_a_loadable_mod
     feature-scale penalty is part of the loss, and the saved folder loads through the published-checkpoint path."""
     import torch
 
-    from vitron_ros.core.model.sam2_loader import build_tiny_sam2, load_sam2_video
-    from vitron_ros.core.training.tracker_training import (
+    from vitron_lab.tiny_sam2 import build_tiny_sam2
+    from vitron_lab.training.tracker_training import (
         TrackerTrainConfig,
         TrackerTrainer,
         initialise_memory_path,
         train_tracker,
     )
+    from vitron_ros.core.model.sam2_loader import load_sam2_video
 
     config = TrackerTrainConfig(steps=2, clips_per_step=1, clip_frames=3, min_objects=2, max_objects=2,
                                 twin_share=1.0, feature_penalty=0.1, feature_rms=0.0, mask_memory_gain=10.0,

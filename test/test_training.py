@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from vitron_lab.training.recipe import STAGE_NAMES, load_recipe
+from vitron_lab.training.synergy import reverse_gradient
 from vitron_ros.core.errors import VitronInputError
-from vitron_ros.core.training.recipe import STAGE_NAMES, load_recipe
-from vitron_ros.core.training.synergy import reverse_gradient
 
 
 def _stage_loss(trainer, stage, batch_parts):
@@ -100,7 +100,7 @@ def test_synergy_discriminator_is_fought_by_the_projector(shapes_recipe, shapes_
 
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, shapes_recipe, shapes_trainer):
     """Interrupt a stage after a checkpoint, resume it, and land on the very weights of a run never stopped."""
-    from vitron_ros.core.training.trainer import Trainer
+    from vitron_lab.training.trainer import Trainer
 
     stage = dataclasses.replace(shapes_recipe.stage("align"), steps=5)
     recipe = dataclasses.replace(shapes_recipe, stages=(stage,), checkpoint_every=2, batch_scenes=2, turns_per_scene=2)
@@ -139,7 +139,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, shapes_recipe, shapes_
 def test_a_later_stage_needs_the_previous_one(tmp_path, shapes_recipe, shapes_trainer):
     import shutil
 
-    from vitron_ros.core.training.trainer import Trainer
+    from vitron_lab.training.trainer import Trainer
 
     shutil.copytree(shapes_trainer.work_dir / "init", tmp_path / "init")
     trainer = Trainer(shapes_recipe, tmp_path, profile=shapes_trainer.profile, progress=False)

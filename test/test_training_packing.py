@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
-from vitron_ros.core.shapes.instructions import make_sample
-from vitron_ros.core.shapes.world import generate_scene
+from vitron_lab.shapes.instructions import make_sample
+from vitron_lab.shapes.world import generate_scene
 from vitron_ros.core.sketch import Sketch
 
 
@@ -40,7 +40,7 @@ def test_clip_pixels_match_the_image_processor(shapes_trainer, shapes_pipeline):
 
 
 def test_batched_mask_decoder_matches_sam(shapes_trainer):
-    from vitron_ros.core.training.model import decode_masks
+    from vitron_lab.training.model import decode_masks
 
     sam = shapes_trainer.model.sam.eval()
     images = torch.as_tensor(np.stack([generate_scene(s).image for s in (1, 2)]))
@@ -79,8 +79,8 @@ def test_sketch_embeddings_match_the_pipeline(shapes_trainer, shapes_pipeline):
 
 def test_packed_clip_questions_match_ask_clip(shapes_trainer, shapes_pipeline):
     """A clip batch in training gives the same answer logits as the pipeline's ask_clip prompt for that clip."""
-    from vitron_ros.core.shapes.video_instructions import make_video_sample
-    from vitron_ros.core.shapes.world import generate_clip
+    from vitron_lab.shapes.video_instructions import make_video_sample
+    from vitron_lab.shapes.world import generate_clip
 
     trainer, pipeline = shapes_trainer, shapes_pipeline
     clip = generate_clip(11, frames=16)

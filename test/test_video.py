@@ -109,9 +109,9 @@ def test_track_cli_streams_a_video_and_writes_overlays_and_per_frame_tracks(tiny
 
 
 def test_clip_questions_have_the_answers_the_clip_shows():
+    from vitron_lab.shapes.video_instructions import make_video_sample, motion_word
+    from vitron_lab.shapes.world import generate_clip
     from vitron_ros.core.invocation import parse_reply
-    from vitron_ros.core.shapes.video_instructions import make_video_sample, motion_word
-    from vitron_ros.core.shapes.world import generate_clip
 
     sampled = ClipSampling().indices(16)
     directions = 0

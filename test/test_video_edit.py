@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from vitron_lab.shapes.world import COLOURS, generate_clip
 from vitron_ros.cli import main
 from vitron_ros.core.errors import VitronInputError
-from vitron_ros.core.shapes.world import COLOURS, generate_clip
 from vitron_ros.core.video_edit import TrackedEdit
 
 REMOVE = "<module>editor</module> <instruction>remove: the shape</instruction> <Region>[{}]</Region> [SEG]"
@@ -83,7 +83,7 @@ def test_edit_video_cli_writes_the_video_sheet_and_a_synthetic_result(tiny_profi
 
 
 def test_video_edit_suite_truth_and_report(tiny_pipeline):
-    from vitron_ros.core.evaluation.video_edit_suite import evaluate_video_edit, format_video_edit_report, video_edit_case
+    from vitron_lab.evaluation.video_edit_suite import evaluate_video_edit, format_video_edit_report, video_edit_case
 
     clip, target, request, reply, truth, masks, colour = video_edit_case(2_200_000_003, "remove", frames=3)
     for t, (want, source) in enumerate(zip(truth, clip.frames, strict=True)):

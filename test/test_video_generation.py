@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
+from vitron_lab.evaluation.video_generation_suite import invocation
 from vitron_ros.core.errors import CheckpointLoadError, VitronInputError
-from vitron_ros.core.evaluation.video_generation_suite import invocation
 from vitron_ros.core.specialists import SpecialistCall
 from vitron_ros.core.specialists.video_generator import VideoGenerator, VideoGeneratorConfig
 
@@ -150,7 +150,7 @@ def test_cli_generate_video_writes_a_playable_clip_and_a_sheet(tmp_path, tiny_pr
 
 
 def test_motion_clips_move_as_captioned_and_the_reader_reads_them():
-    from vitron_ros.core.shapes.motion import DIRECTIONS, motion_clip, read_motion
+    from vitron_lab.shapes.motion import DIRECTIONS, motion_clip, read_motion
 
     right = total = 0
     for seed in range(60):
@@ -173,11 +173,12 @@ def test_motion_clips_move_as_captioned_and_the_reader_reads_them():
 
 
 def test_inpainting_unet_folds_into_an_equal_text_to_image_unet():
+    from test.conftest import REPO
+
     import torch
     from diffusers import StableDiffusionInpaintPipeline
 
-    from test.conftest import REPO
-    from vitron_ros.core.training.video_generator_training import empty_image_latent, inpaint_to_text2image
+    from vitron_lab.training.video_generator_training import empty_image_latent, inpaint_to_text2image
 
     editor = StableDiffusionInpaintPipeline.from_pretrained(str(REPO / "models/shapes/diffusion"), safety_checker=None,
                                                             requires_safety_checker=False)
@@ -203,11 +204,12 @@ def test_inpainting_unet_folds_into_an_equal_text_to_image_unet():
 
 
 def test_video_generator_training_trains_both_branches_saves_the_published_layout_and_loads_back(tmp_path, tiny_profile):
+    from test.conftest import REPO
+
     import torch
 
-    from test.conftest import REPO
-    from vitron_ros.core.shapes.motion import motion_clip
-    from vitron_ros.core.training.video_generator_training import PARTS, VideoGeneratorTrainConfig, VideoGeneratorTrainer
+    from vitron_lab.shapes.motion import motion_clip
+    from vitron_lab.training.video_generator_training import PARTS, VideoGeneratorTrainConfig, VideoGeneratorTrainer
 
     config = VideoGeneratorTrainConfig(steps=2, clips_per_step=1, log_every=1, warmup_steps=1, image_share=0.5)
     trainer = VideoGeneratorTrainer(REPO / "models/shapes/diffusion", config, progress=lambda m: None)
@@ -245,7 +247,7 @@ def test_video_generator_training_trains_both_branches_saves_the_published_layou
 
 
 def test_video_gen_suite_reads_the_true_clips_and_runs_both_tasks(tiny_pipeline):
-    from vitron_ros.core.evaluation.video_generation_suite import (
+    from vitron_lab.evaluation.video_generation_suite import (
         evaluate_video_generation,
         format_video_generation_report,
     )

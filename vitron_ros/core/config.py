@@ -24,36 +24,11 @@ SAM_ARCHS = ("vit_h", "vit_l", "vit_b", "tiny")
 
 
 @dataclass(frozen=True)
-class TinyBuildConfig:
-    """Sizes of the random-weight miniature built offline (same classes as the real models, smaller)."""
-
-    vision_image_size: int = 112  # CLIP input side; 112 / 16 = 7x7 patch grid
-    vision_patch_size: int = 16
-    vision_hidden_size: int = 64
-    vision_layers: int = 2
-    vision_feature_layer: int = -2  # layer LLaVA reads (-2: LLaVA-1.5's choice; -1 wastes no layer when training)
-    text_hidden_size: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-    # std of the LM's token embeddings at init. 0.02 (transformers' default) suits random-weight plumbing; trained
-    # from scratch next to projected image features (norm ~30 after training) unit scale keeps the two comparable.
-    text_embedding_std: float = 0.02
-    vocab_size: int = 600  # byte-level BPE trained in memory on the prompt vocabulary
-    sam_image_size: int = 256  # SAM input side; 256 / 16 = 16x16 image embedding
-    sam_patch_size: int = 16  # SAM's patch; the mask decoder's low-res masks are 4x the patch grid
-    sam_embed_dim: int = 64
-    sam_depth: int = 2
-    sam_heads: int = 2
-    seed: int = 0  # random weights are seeded so the tiny profile is reproducible
-    tokenizer_corpus: str = "generic"  # text the byte-level BPE is trained on: "generic" or "shapes" (ShapesWorld)
-    synergy_dim: int = 0  # width of each of the signal projector's task-invariant / task-specific parts (0: none)
-    sam2_image_size: int = 128  # SAM 2 tracker input side; its memory attends over a (side / 16)^2 grid
-
-
-@dataclass(frozen=True)
 class LlmConfig:
     model: str  # local folder of a Hugging Face LLaVA checkpoint, or a hub id fetched by `vitron models fetch`
-    box_format: str = "normalized"  # how the LLM writes boxes: "normalized" (0-1 of the padded square) or "pixel"
+    # how the LLM writes boxes: "normalized" (0-1 of the padded square) or "pixel"; unset: what the checkpoint's
+    # vitron_facts.json says, else "normalized" (a profile that contradicts its checkpoint is refused)
+    box_format: str | None = None
     max_new_tokens: int = 64  # answer length cap; greedy decoding
     dtype: str = "float16"  # used on CUDA; CPU always runs float32 (half precision is slow or unsupported there)
     revision: str | None = None  # hub revision to pin, when `model` is a hub id
@@ -157,9 +132,14 @@ class ProfileConfig:
     # a specialist without a section is not loaded, and invocations naming it get "unknown module"
     specialists: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
-    build_if_missing: bool = False  # build random tiny weights on first use (tiny profile only)
-    tiny: TinyBuildConfig = field(default_factory=TinyBuildConfig)
+    # what to tell a user whose checkpoints are missing (default: `vitron models fetch --profile NAME`); a
+    # profile whose weights are built, not downloaded, names the command that builds them
+    fetch_hint: str = ""
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def missing_hint(self) -> str:
+        """What a missing-checkpoint error tells the user to run."""
+        return self.fetch_hint or f"run `vitron models fetch --profile {self.name}`"
 
     def section(self, name: str) -> Any | None:
         """The config of specialist `name`, or None when this profile does not configure it."""
@@ -234,13 +214,12 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
         raise VitronInputError(f"{where}: expected a mapping, got {type(raw).__name__}")
     raw = dict(raw)
     llm = build_checked(LlmConfig, raw.pop("llm", None), f"{where}.llm")
-    tiny = build_checked(TinyBuildConfig, raw.pop("tiny", {}), f"{where}.tiny")
     runtime_raw = dict(raw.pop("runtime", None) or {})
     if "fallback" in runtime_raw:
         runtime_raw["fallback"] = tuple(runtime_raw["fallback"] or ())
     runtime = build_section(RuntimeConfig, runtime_raw, f"{where}.runtime")
     llm = dataclasses.replace(llm, model=resolve_path(llm.model))
-    if llm.box_format not in BOX_FORMATS:
+    if llm.box_format is not None and llm.box_format not in BOX_FORMATS:
         raise VitronInputError(f"{where}.llm.box_format: expected one of {BOX_FORMATS}, got {llm.box_format!r}")
     specialists = {}
     for key, entry in SPECIALISTS.items():
@@ -251,7 +230,7 @@ def profile_from_dict(name: str, raw: dict) -> ProfileConfig:
             specialists[key] = build_section(entry.config, section, f"{where}.{key}")
     if "specialists" in raw:
         raise VitronInputError(f"{where}: specialists are top-level sections named {sorted(SPECIALISTS)}")
-    return build_checked(ProfileConfig, {"name": name, "llm": llm, "tiny": tiny, "runtime": runtime, "specialists": specialists, **raw}, where)
+    return build_checked(ProfileConfig, {"name": name, "llm": llm, "runtime": runtime, "specialists": specialists, **raw}, where)
 
 
 def read_yaml(path: Path, what: str) -> Any:

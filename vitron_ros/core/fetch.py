@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 from .config import ProfileConfig
-from .errors import VitronInputError
+from .errors import CheckpointNotFoundError, VitronInputError
 
 _CHUNK = 1 << 20
 
@@ -41,11 +41,13 @@ def download_file(url: str, destination: str | os.PathLike, progress: bool = Tru
 def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
     """Download the LLM and every configured specialist's checkpoints (as its registry entry says), skipping
     what is here."""
-    from .model.tiny import build_tiny_assets
     from .specialists import SPECIALISTS
 
-    if profile.build_if_missing:
-        build_tiny_assets(profile)
+    if profile.fetch_hint:  # built, not downloaded (the tiny profile): nothing here can fetch it
+        if not Path(profile.llm.model).is_dir():
+            raise CheckpointNotFoundError(f"profile {profile.name!r} is not downloaded from anywhere: "
+                                          f"{profile.fetch_hint}")
+        print(f"LLM folder present: {profile.llm.model}")
         return
     fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
     for name, section in profile.specialists.items():

@@ -146,17 +146,13 @@ class VitronPipeline:
 
     @classmethod
     def from_profile(cls, profile: ProfileConfig | str, device: str = "cpu", progress=print) -> VitronPipeline:
-        """Load the LLM and the specialists a profile names (building the random tiny ones first when the profile
-        says so): every specialist now when `runtime.preload` (as many as the memory budget holds), else each on
-        first use."""
+        """Load the LLM and the specialists a profile names: every specialist now when `runtime.preload` (as many
+        as the memory budget holds), else each on first use. Missing checkpoints raise with the profile's hint."""
         from .model.language_model import load_language_model
-        from .model.tiny import build_tiny_assets
 
         profile = load_profile(profile) if isinstance(profile, str) else profile
         device = check_device(device)
-        if profile.build_if_missing:
-            build_tiny_assets(profile, progress=progress)
-        hint = f"run `vitron models fetch --profile {profile.name}`"
+        hint = profile.missing_hint()
         pool = SpecialistPool(profile, device, progress)
         if profile.runtime.preload:
             pool.preload()
@@ -216,7 +212,7 @@ class VitronPipeline:
         boxes refer to the first frame (the key frame); with a tracker loaded, every grounded mask is followed
         through all frames, giving `result.tracks` (video referring segmentation).
         """
-        sampling = sampling or ClipSampling()
+        sampling = sampling or ClipSampling(frames=self.llm.clip_frames)
         frames = check_clip(frames, sampling)
         sampled = [frames[i] for i in sampling.indices(len(frames))]
         with self.model_lock:

@@ -17,8 +17,9 @@ from ..errors import VitronInputError
 
 
 class LanguageModel(Protocol):
-    config: LlmConfig
+    config: LlmConfig  # resolved against the checkpoint's facts (model/facts.py): box_format is always set
     device: str
+    clip_frames: int  # frames per clip its video encoder was taught on (the default clip sampling)
 
     @property
     def hidden_size(self) -> int: ...  # width of the LM's hidden states ([SEG] signals)

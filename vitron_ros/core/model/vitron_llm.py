@@ -7,6 +7,7 @@ placeholders have no counterpart in transformers' LLaVA and both kinds must shar
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from ..config import LlmConfig
 from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
 from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
 from ..geometry import Letterbox
+from ..video import ClipSampling
+from .facts import agree, read_facts
 from .heads import load_heads, region_grid_weights
 
 
@@ -64,7 +67,8 @@ def resolve_model_path(model: str, revision: str | None, fetch_hint: str, what: 
 class VitronLLM:
     """The `transformers` LLM backend (see language_model.LanguageModel for what the pipeline asks of it)."""
 
-    def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print):
+    def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print,
+                 clip_frames: int | None = None):
         import torch
 
         from ..backends import load_encoder
@@ -76,6 +80,7 @@ class VitronLLM:
         self.tokenizer = processor.tokenizer
         self.heads = heads.to(device=device, dtype=model.dtype).eval() if heads is not None else None
         self.config = config
+        self.clip_frames = clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
         self.device = device
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
@@ -108,7 +113,14 @@ class VitronLLM:
             model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         except Exception as exc:
             raise CheckpointLoadError(f"cannot load LLaVA checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        return cls(model, processor, load_heads(path), config, device, runtime, progress)
+        facts = read_facts(path)
+        where = f"LLM checkpoint {path}"
+        config = dataclasses.replace(
+            config,
+            box_format=agree("box_format", config.box_format, facts.box_format, where) or "normalized",
+            system_prompt=agree("system_prompt", config.system_prompt, facts.system_prompt, where),
+        )
+        return cls(model, processor, load_heads(path), config, device, runtime, progress, facts.clip_frames)
 
     def encoders(self) -> dict:
         return {self.vision.name: self.vision}

@@ -1,7 +1,7 @@
 """The specialist registry: the one place that knows a specialist.
 
-An entry says which profile section configures the specialist, how to build it (and its random tiny version, and
-how to fetch its published weights), its tasks with the sentence the LLM's system prompt gives each, whether a
+An entry says which profile section configures the specialist, how to build it (and how to fetch its
+published weights), its tasks with the sentence the LLM's system prompt gives each, whether a
 task is grounded by the segmenter first, and the kind of output it returns. The pipeline, the system prompt, the
 result and the node's published topics all read this table, so adding a specialist is a new file plus an entry
 here; nothing else names it.
@@ -38,7 +38,6 @@ class SpecialistEntry:
     follows_clip: bool = False  # in a clip query, every grounded mask is also sent to it (task = its first task)
     topic: str = ""  # images and videos: the node topic they publish on (~/edited, ~/generated, ~/generated_video)
     long_running: bool = False  # runs outside the pipeline's model lock, under its own (diffusion: seconds)
-    build_tiny: Callable[[Any, Any, Callable], None] | None = None  # (section, profile, progress): random weights
     fetch: Callable[[Any, Any], None] | None = None  # (section, profile): download published weights once
     extra: Mapping[str, Any] = field(default_factory=dict)
 
@@ -71,33 +70,6 @@ def _video_generator(section, profile, device, progress=print) -> Specialist:
     from .video_generator import VideoGenerator
 
     return VideoGenerator.from_config(section, profile, device, progress=progress)
-
-
-def _tiny_video(section, profile, progress) -> None:
-    from ..model.tiny_video import build_tiny_video_assets
-
-    build_tiny_video_assets(section, profile, progress)
-
-
-def _tiny_sam(section, profile, progress) -> None:
-    from ..model.tiny import build_tiny_sam
-
-    build_tiny_sam(section.checkpoint, profile.tiny, progress)
-
-
-def _tiny_sam2(section, profile, progress) -> None:
-    from pathlib import Path
-
-    from ..model.sam2_loader import build_tiny_sam2
-
-    if not (Path(section.model) / "config.json").is_file():
-        build_tiny_sam2(section.model, profile.tiny.sam2_image_size, profile.tiny.seed + 2, progress)
-
-
-def _tiny_diffusion(section, profile, progress) -> None:
-    from ..model.tiny_diffusion import build_tiny_diffusion_assets
-
-    build_tiny_diffusion_assets(section, profile, progress)
 
 
 def _fetch_sam(section, profile) -> None:
@@ -134,32 +106,32 @@ SPECIALISTS: dict[str, SpecialistEntry] = {
         {"segmentation": TaskSpec("segmentation: the object to segment"),
          "everything": TaskSpec("everything: all objects")},
         output="masks", summary="segments objects", required=True, grounds=True,
-        build_tiny=_tiny_sam, fetch=_fetch_sam,
+        fetch=_fetch_sam,
     ),
     "tracker": SpecialistEntry(
         "tracker", TrackerConfig, _tracker,
         {"tracking": TaskSpec("tracking: the object to follow through the video", grounded=True)},
         output="tracks", summary="follows an object through the video", follows_clip=True,
-        build_tiny=_tiny_sam2, fetch=_fetch_hub("model", "SAM 2 tracker"),
+        fetch=_fetch_hub("model", "SAM 2 tracker"),
     ),
     "editor": SpecialistEntry(
         "editor", EditorConfig, _editor, EDIT_TASKS,
         output="images", summary="edits the image; pixels outside the edited region stay as they are",
-        topic="edited", long_running=True, build_tiny=_tiny_diffusion, fetch=_fetch_hub("model,instruct_model", "editor"),
+        topic="edited", long_running=True, fetch=_fetch_hub("model,instruct_model", "editor"),
     ),
     "generator": SpecialistEntry(
         "generator", GeneratorConfig, _generator,
         {"generation": TaskSpec("generation: a description of a new image"),
          "layout": TaskSpec("layout: <p> phrase </p> <Region>[x1, y1, x2, y2]</Region> for each object to draw")},
         output="images", summary="draws a new image", topic="generated", long_running=True,
-        build_tiny=_tiny_diffusion, fetch=_fetch_hub("model", "generator"),
+        fetch=_fetch_hub("model", "generator"),
     ),
     "video_generator": SpecialistEntry(
         "video_generator", VideoGeneratorConfig, _video_generator,
         {"text_to_video": TaskSpec("text_to_video: a description of a new clip, e.g. 'a red circle moving left'"),
          "image_to_video": TaskSpec("image_to_video: how the image should move, e.g. 'the cup moves to the left'")},
         output="videos", summary="makes a short video clip", topic="generated_video", long_running=True,
-        build_tiny=_tiny_video, fetch=_fetch_hub("model,motion_adapter,image_controlnet", "video generator", pinned=("model",)),
+        fetch=_fetch_hub("model,motion_adapter,image_controlnet", "video generator", pinned=("model",)),
     ),
 }
 

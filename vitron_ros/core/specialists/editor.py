@@ -122,7 +122,7 @@ class DiffusionEditor:
 
     @classmethod
     def from_config(cls, config: EditorConfig, profile, device: str = "cpu", progress=print) -> DiffusionEditor:
-        hint = f"run `vitron models fetch --profile {profile.name}`"
+        hint = profile.missing_hint()
         dtype = profile.runtime.dtype_for(config.dtype, device)
         inpaint = load_pipeline("inpaint", config.model, config.revision, device, dtype, hint, profile.runtime,
                               config.resolution, progress)

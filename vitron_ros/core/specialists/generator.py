@@ -54,7 +54,7 @@ class DiffusionGenerator:
 
     @classmethod
     def from_config(cls, config: GeneratorConfig, profile, device: str = "cpu", progress=print) -> DiffusionGenerator:
-        hint = f"run `vitron models fetch --profile {profile.name}`"
+        hint = profile.missing_hint()
         dtype = profile.runtime.dtype_for(config.dtype, device)
         pipe = load_pipeline("inpaint", config.model, config.revision, device, dtype, hint, profile.runtime,
                               config.resolution, progress)

@@ -51,8 +51,8 @@ class SamSegmenter:
         from ..model.sam_loader import load_sam
 
         cfg = profile.section("segmenter")
-        hint = f"run `vitron models fetch --profile {profile.name}`"
-        sam = load_sam(cfg.arch, cfg.checkpoint, profile.tiny, fetch_hint=hint)
+        hint = profile.missing_hint()
+        sam = load_sam(cfg.arch, cfg.checkpoint, fetch_hint=hint)
         return cls(sam, cfg, device, profile.runtime.dtype_for(cfg.dtype, device), profile.runtime, progress)
 
     def encoders(self) -> dict:

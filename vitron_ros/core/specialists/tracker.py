@@ -40,7 +40,7 @@ class Sam2Tracker:
         from ..model.sam2_loader import load_sam2_video
 
         cfg = profile.section("tracker")
-        hint = f"run `vitron models fetch --profile {profile.name}`"
+        hint = profile.missing_hint()
         dtype = profile.runtime.dtype_for(cfg.dtype, device)
         model, processor = load_sam2_video(cfg.model, cfg.revision, device, dtype, hint)
         return cls(model, processor, cfg, device, profile.runtime, progress)

@@ -143,7 +143,7 @@ class VideoGenerator:
 
     @classmethod
     def from_config(cls, config: VideoGeneratorConfig, profile, device: str = "cpu", progress=print) -> VideoGenerator:
-        hint = f"run `vitron models fetch --profile {profile.name}`"
+        hint = profile.missing_hint()
         dtype = profile.runtime.dtype_for(config.dtype, device)
         key = ("animatediff", config.model, config.motion_adapter, config.image_controlnet, config.revision,
                config.scheduler, config.frames, device, dtype)

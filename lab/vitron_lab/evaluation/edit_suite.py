@@ -1,4 +1,4 @@
-"""`vitron eval --suite edit`: image editing and layout generation on held-out ShapesWorld scenes, exactly.
+"""`vitron-lab eval --suite edit`: image editing and layout generation on held-out ShapesWorld scenes, exactly.
 
 Every edit has a true result: the scene re-rendered with the object removed, recoloured, replaced, moved or added,
 inside the region the editor may change (shapes/edits.py). Scored through the product's own code:
@@ -75,7 +75,7 @@ def _summary(rows: list[dict]) -> dict:
 
 def ablation_pipelines(pipeline) -> dict:
     """The pipeline with its editor conditioned by text only, by the [SEG] embedding only, and by both."""
-    from ..pipeline import VitronPipeline
+    from vitron_ros.core.pipeline import VitronPipeline
 
     editor = pipeline.specialists["editor"]
     return {mode: VitronPipeline(pipeline.llm, {**pipeline.specialists, "editor": editor.with_conditioning(mode)},

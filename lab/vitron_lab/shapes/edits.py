@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..masks import iou, mask_to_box
+from vitron_ros.core.masks import iou, mask_to_box
+
 from .instructions import format_box
 from .world import COLOURS, SHAPES, Scene, ShapeSpec, compose, draw_shape, render_background
 
@@ -77,9 +78,9 @@ def editable_targets(scene: Scene) -> list[int]:
 
 
 def _plan(task: str, instruction: str, mask, box, image):
-    from ..specialists.base import SpecialistCall
-    from ..specialists.diffusion import EditorConfig
-    from ..specialists.editor import plan_edit
+    from vitron_ros.core.specialists.base import SpecialistCall
+    from vitron_ros.core.specialists.diffusion import EditorConfig
+    from vitron_ros.core.specialists.editor import plan_edit
 
     call = SpecialistCall(task=task, instruction=instruction, box_xyxy=box, mask=mask)
     return plan_edit(call, image, EditorConfig(model="-"))
@@ -128,7 +129,7 @@ def edit_case(scene: Scene, task: str, rng: np.random.Generator) -> EditCase | N
                         [Expected(colour, shape, mask=new_mask, within=plan.region)],
                         (obj.spec.colour, obj.mask & ~new_mask), plan.region)
     if task == "move":
-        from ..errors import VitronInputError
+        from vitron_ros.core.errors import VitronInputError
 
         for direction in rng.permutation(DIRECTIONS):
             instruction = f"{phrase} to the {direction}"

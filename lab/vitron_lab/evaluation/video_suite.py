@@ -1,4 +1,4 @@
-"""`vitron eval --suite video`: DAVIS J&F on held-out moving-shapes clips.
+"""`vitron-lab eval --suite video`: DAVIS J&F on held-out moving-shapes clips.
 
 Through the product's own code:
 - semi-supervised VOS (DAVIS 2017): each object's true first-frame mask starts a live-stream tracker
@@ -16,11 +16,12 @@ import time
 
 import numpy as np
 
+from vitron_ros.core.tracking.state import ObjectPrompt
+from vitron_ros.core.video import ClipSampling
+
 from ..shapes.instructions import normalise_answer
 from ..shapes.video_instructions import VIDEO_QA_TYPES, clip_name, make_video_sample
 from ..shapes.world import generate_clip
-from ..tracking.state import ObjectPrompt
-from ..video import ClipSampling
 from .davis import DavisSummary, other_objects_covered, score_sequence
 
 EVAL_SEED_BASE = 2_000_000_000  # training clips come from seeds below 1e9
@@ -36,7 +37,7 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
         raise ValueError(f"profile {pipeline.profile_name!r} has no tracker to evaluate")
     vos_scores, referring_scores, step_seconds, covered = [], [], [], []
     answers: dict[str, list[bool]] = {kind: [] for kind in VIDEO_QA_TYPES}
-    sampled = ClipSampling().indices(frames)
+    sampled = ClipSampling(frames=pipeline.llm.clip_frames).indices(frames)
     for n in tqdm(range(clips), desc="video eval", unit="clip", disable=not progress):
         clip = generate_clip(seed_base + n, frames=frames)
         truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..lifting import PinholeCamera
+from vitron_ros.core.lifting import PinholeCamera
+
 from .world import COLOURS, draw_shape, generate_scene, render_background
 
 DEFAULT_CAMERA = PinholeCamera(fx=615.0, fy=615.0, cx=319.5, cy=239.5, width=640, height=480)

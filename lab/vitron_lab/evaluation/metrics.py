@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..masks import intersection_union, iou
+from vitron_ros.core.masks import intersection_union, iou
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""`vitron eval --suite video-gen`: text-to-video and image-to-video on held-out ShapesWorld motion clips, read back.
+"""`vitron-lab eval --suite video-gen`: text-to-video and image-to-video on held-out ShapesWorld motion clips, read back.
 
 Each held-out clip (`shapes.motion`) gives a caption ("a red circle moving left and a blue square moving up") and
 its first frame. Text-to-video is asked for the caption; image-to-video is given the first frame and asked for its
@@ -53,7 +53,7 @@ def _change(frames) -> float:
 
 
 def evaluate_video_generation(pipeline, clips: int = 20, progress: bool = False) -> dict:
-    from ..errors import VitronInputError
+    from vitron_ros.core.errors import VitronInputError
 
     with pipeline.specialists.using("video_generator") as generator:
         frames, size, tasks = generator.config.frames, generator.config.resolution, generator.tasks

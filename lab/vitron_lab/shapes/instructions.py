@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry import Letterbox
-from ..sketch import Sketch
+from vitron_ros.core.geometry import Letterbox
+from vitron_ros.core.sketch import Sketch
+
 from .world import COLOURS, SHAPES, Scene, SceneObject
 
 TASKS = ("caption", "vqa", "referring", "everything", "region", "grounded", "grounded_qa", "echo", "edit", "layout")
@@ -37,6 +38,7 @@ RELATIONS = {"left of": (0, -1), "right of": (0, 1), "above": (1, -1), "below": 
 RELATION_MARGIN = 0.06  # centres must differ by this fraction of the side for a relation to hold either way
 SUPERLATIVE_RATIO = 1.3  # "largest" needs the largest area to beat the runner-up by this factor
 GROUNDED_REQUEST = "describe the image with masks."
+BOX_FORMAT = "normalized"  # how replies write <Region> boxes (format_box): a trained checkpoint records it
 CAPTION_REQUEST = "describe the image."
 
 

@@ -35,7 +35,7 @@ class TrackerTrainConfig:
     prompt_mix: tuple[float, float, float] = (0.5, 0.3, 0.2)  # frame-0 prompt: mask, box, point
     # Share of clips of look-alike shapes, where only memory tells the target apart. On its own (0.5, 1,800
     # updates at lr 1e-3) it did not stop the tiny model from segmenting every shape in view; with the memory
-    # priors below and lr 3e-4 it does (config/train_shapes.yaml).
+    # priors below and lr 3e-4 it does (lab/config/train_shapes.yaml).
     twin_share: float = 0.0
     min_objects: int = 1  # fewest shapes per training clip; with one, segmenting whatever is in view is right
     # SAM 2 stores each frame's memory in bfloat16 (8-bit mantissa): the prompted object's mask only survives in it
@@ -178,8 +178,8 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     """Build a tiny SAM 2, train it on ShapesWorld clips and save it (save_pretrained) to `folder`."""
     import torch
 
-    from ..model.sam2_loader import build_tiny_sam2, load_sam2_video
-    from ..model.weights import readable_by_all
+    from vitron_ros.core.model.sam2_loader import build_tiny_sam2, load_sam2_video
+    from vitron_ros.core.model.weights import readable_by_all
 
     folder = Path(folder)
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)

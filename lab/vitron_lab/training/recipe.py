@@ -6,12 +6,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import build_checked, read_yaml
-from ..errors import VitronInputError
+from vitron_ros.core.config import build_checked, read_yaml
+from vitron_ros.core.errors import VitronInputError
+
 from ..shapes.instructions import TASKS
 from ..shapes.video_instructions import VIDEO_TASKS
-from .model import MODULE_GROUPS
+from ..tiny import TinyBuildConfig, build_config
 from .diffusion_training import DiffusionTrainConfig
+from .model import MODULE_GROUPS
 from .tracker_training import TrackerTrainConfig
 from .video_generator_training import VideoGeneratorTrainConfig
 
@@ -42,8 +44,10 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    profile: str  # the profile whose `tiny` section gives the architecture and whose paths receive the export
+    profile: str  # the runtime profile whose checkpoint paths receive the export
     stages: tuple[StageConfig, ...]
+    architecture: TinyBuildConfig = TinyBuildConfig()  # sizes of the random model training starts from
+    system_prompt: str | None = None  # the system turn samples are packed with (None: the runtime's default)
     seed: int = 0
     batch_scenes: int = 16  # images per update
     turns_per_scene: int = 4  # single-turn samples packed on each image's shared prefix
@@ -100,6 +104,7 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     if not isinstance(stages, list) or not stages:
         raise VitronInputError(f"training recipe {path}: 'stages' must be a non-empty list")
     parsed = tuple(stage_from_dict(s, f"{path.name}: stages[{i}]") for i, s in enumerate(stages))
+    raw["architecture"] = build_config(raw.get("architecture"), f"{path.name}: architecture")
     if raw.get("tracker") is not None:
         tracker = build_checked(TrackerTrainConfig, raw["tracker"], f"{path.name}: tracker")
         raw["tracker"] = TrackerTrainConfig(**{**tracker.__dict__, "prompt_mix": tuple(tracker.prompt_mix)})

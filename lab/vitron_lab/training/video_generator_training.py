@@ -1,6 +1,6 @@
 """Train the `shapes` profile's video generator: AnimateDiff parts on ShapesWorld motion clips, from the editor.
 
-    vitron train --stage video_generator --config config/train_shapes.yaml
+    vitron-lab train --stage video_generator --config lab/config/train_shapes.yaml
 
 Reuses the trained editor (`models/shapes/diffusion`): its VAE and text encoder as they are (frozen), and its
 inpainting UNet turned into a text-to-image one (the 4 noisy-latent input channels kept; the mask channel, always 1
@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CheckpointLoadError, VitronInputError
+from vitron_ros.core.errors import CheckpointLoadError, VitronInputError
+
 from ..shapes.motion import motion_clip
 from .diffusion_training import fit_adamw, images_to_tensor, make_scheduler
 
@@ -201,7 +202,7 @@ class VideoGeneratorTrainer:
         """base/ (StableDiffusionPipeline), motion_adapter/ (MotionAdapter), sparsectrl_rgb/ (SparseControlNetModel)."""
         from diffusers import MotionAdapter, StableDiffusionPipeline, UNet2DConditionModel
 
-        from ..model.weights import readable_by_all, replacing_folder
+        from vitron_ros.core.model.weights import readable_by_all, replacing_folder
 
         unet2d = UNet2DConditionModel.from_config({k: v for k, v in self.editor.unet.config.items()
                                                    if not k.startswith("_")} | {"in_channels": 4})

@@ -22,14 +22,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ProfileConfig, load_profile
-from ..conversation import SYSTEM_PROMPT
-from ..errors import VitronInputError
-from ..model.weights import readable_by_all, replacing_folder
-from ..shapes.instructions import make_sample
+from vitron_ros.core.config import ProfileConfig, load_profile
+from vitron_ros.core.conversation import SYSTEM_PROMPT
+from vitron_ros.core.errors import VitronInputError
+from vitron_ros.core.model.facts import TrainedWith, write_facts
+from vitron_ros.core.model.weights import readable_by_all, replacing_folder
+from vitron_ros.core.video import ClipSampling
+
+from ..shapes.instructions import BOX_FORMAT, make_sample
 from ..shapes.video_instructions import make_video_sample
 from ..shapes.world import generate_clip, generate_scene
-from ..video import ClipSampling
+from ..tiny import TinyBuildConfig
 from .model import TrainableVitron, user_prompts
 from .packing import Packer
 from .recipe import STAGE_NAMES, StageConfig, TrainConfig
@@ -49,34 +52,35 @@ def relocated(profile: ProfileConfig, folder: str | os.PathLike) -> ProfileConfi
     )
 
 
-def build_initial(profile: ProfileConfig, folder: Path) -> None:
-    """Random weights for every part, written with each library's own save functions (as the tiny profile)."""
-    from ..model.heads import HeadsConfig, build_heads, save_heads
-    from ..model.sam_loader import TINY_PROMPT_DIM, build_sam
-    from ..model.tiny import build_tiny_llava
+def build_initial(cfg: TinyBuildConfig, folder: Path) -> None:
+    """Random weights for every part at the recipe's sizes, written with each library's own save functions (as
+    the tiny profile)."""
+    from vitron_ros.core.model.heads import HeadsConfig, build_heads, save_heads
+    from vitron_ros.core.model.sam_loader import TINY_PROMPT_DIM, build_sam
 
-    cfg = profile.tiny
+    from ..tiny import build_tiny_llava
+
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     hidden = build_tiny_llava(cfg, folder / "llava")
     torch.manual_seed(cfg.seed + 1)
     save_heads(build_heads(HeadsConfig(hidden, TINY_PROMPT_DIM, synergy_dim=cfg.synergy_dim)), folder / "llava")
     torch.manual_seed(cfg.seed + 2)
-    save_state(build_sam("tiny", cfg).state_dict(), folder / "sam.safetensors")
+    save_state(build_sam("tiny", cfg.sam_size()).state_dict(), folder / "sam.safetensors")
 
 
-def load_trainable(profile: ProfileConfig, folder: Path) -> tuple[TrainableVitron, object]:
+def load_trainable(folder: Path, seed: int = 0) -> tuple[TrainableVitron, object]:
     """The model from a checkpoint folder through the loaders the pipeline uses; returns (model, processor)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
-    from ..model.heads import load_heads
-    from ..model.sam_loader import load_sam
+    from vitron_ros.core.model.heads import load_heads
+    from vitron_ros.core.model.sam_loader import load_sam
 
     processor = AutoProcessor.from_pretrained(folder / "llava")
     llava = LlavaForConditionalGeneration.from_pretrained(folder / "llava", dtype=torch.float32)
     heads = load_heads(folder / "llava")
-    sam = load_sam("tiny", folder / "sam.safetensors", profile.tiny)
-    torch.manual_seed(profile.tiny.seed + 3)  # the training-only probes and discriminator start the same every run
+    sam = load_sam("tiny", folder / "sam.safetensors")
+    torch.manual_seed(seed + 3)  # the training-only probes and discriminator start the same every run
     return TrainableVitron(llava, heads, sam).train(), processor
 
 
@@ -94,19 +98,21 @@ def save_state(state: dict, path: Path) -> None:
 
 
 def load_state(model: torch.nn.Module, path: Path) -> None:
-    from ..model.weights import load_strict, read_state_dict
+    from vitron_ros.core.model.weights import load_strict, read_state_dict
 
     load_strict(model, read_state_dict(path), str(path))
 
 
-def export_profile(model: TrainableVitron, processor, profile: ProfileConfig) -> None:
-    """Write the trained parts where `profile` loads them: LLaVA folder (+ VITRON heads) and SAM safetensors."""
-    from ..model.heads import save_heads
+def export_profile(model: TrainableVitron, processor, profile: ProfileConfig, facts: TrainedWith) -> None:
+    """Write the trained parts where `profile` loads them: LLaVA folder (+ VITRON heads and the facts it was trained
+    with) and SAM safetensors."""
+    from vitron_ros.core.model.heads import save_heads
 
     with replacing_folder(Path(profile.llm.model)) as staging:
         model.llava.save_pretrained(staging)
         processor.save_pretrained(staging)
         save_heads(model.heads, staging)
+        write_facts(staging, facts)
     save_state(model.sam.state_dict(), Path(profile.section("segmenter").checkpoint))
 
 
@@ -123,20 +129,23 @@ class Trainer:
         if not (init / "sam.safetensors").is_file():
             self._say(f"building the initial (random) checkpoint -> {init}")
             staging = Path(tempfile.mkdtemp(dir=self.work_dir.parent if self.work_dir.parent.exists() else None))
-            build_initial(self.profile, staging / "init")
+            build_initial(config.architecture, staging / "init")
             self.work_dir.mkdir(parents=True, exist_ok=True)
             if init.exists():
                 shutil.rmtree(init)
             shutil.move(str(staging / "init"), init)
             shutil.rmtree(staging, ignore_errors=True)
-        self.model, self.processor = load_trainable(self.profile, init)
+        self.model, self.processor = load_trainable(init, config.architecture.seed)
         self.clip_sampling = ClipSampling()
+        # the system turn every sample is packed with: the recipe's, else the runtime's default (every module)
+        self.system_prompt = config.system_prompt or SYSTEM_PROMPT
         self._make_packers()
-        self.scene_size = self.profile.tiny.vision_image_size
+        self.scene_size = self.model.llava.config.vision_config.image_size
 
     def _make_packers(self) -> None:
-        system = self.profile.llm.system_prompt or SYSTEM_PROMPT
-        grid = self.profile.tiny.vision_image_size // self.profile.tiny.vision_patch_size
+        system = self.system_prompt
+        vision = self.model.llava.config.vision_config
+        grid = vision.image_size // vision.patch_size
         self.packer = Packer(self.processor.tokenizer, system, grid * grid)
         # clips: the grid of time-pooled patches, then one token per sampled frame
         self.clip_packer = Packer(self.processor.tokenizer, system, grid * grid + self.clip_sampling.frames)
@@ -169,17 +178,17 @@ class Trainer:
             if not (folder / "sam.safetensors").is_file():
                 raise VitronInputError(f"stage {stage.name!r} starts from the profile's checkpoint, and {folder} "
                                        "has no llava/ and sam.safetensors")
-            self.model, self.processor = load_trainable(self.profile, folder)
+            self.model, self.processor = load_trainable(folder, self.config.architecture.seed)
             self._make_packers()
             return
         if index == 0:
-            self.model, self.processor = load_trainable(self.profile, self.work_dir / "init")
+            self.model, self.processor = load_trainable(self.work_dir / "init", self.config.architecture.seed)
             return
         previous = self.config.stages[index - 1].name
         if not self.is_done(previous):
             raise VitronInputError(
                 f"stage {stage.name!r} starts from stage {previous!r}, which has not finished; "
-                f"run `vitron train --stage {previous}` first (or --stage all)"
+                f"run `vitron-lab train --stage {previous}` first (or --stage all)"
             )
         load_state(self.model, self.stage_dir(previous) / "final.safetensors")
 
@@ -305,6 +314,12 @@ class Trainer:
         if stage not in finished:
             raise VitronInputError(f"stage {stage!r} has not finished; finished stages: {finished}")
         load_state(self.model, self.stage_dir(stage) / "final.safetensors")
-        export_profile(self.model.eval(), self.processor, profile)
+        stages = [s for s in self.config.stages if s.name in finished[: finished.index(stage) + 1]]
+        facts = TrainedWith(
+            box_format=BOX_FORMAT, clip_frames=self.clip_sampling.frames, system_prompt=self.system_prompt,
+            provenance={"trained_by": "vitron-lab train", "recipe_profile": self.config.profile,
+                        "stages": {s.name: s.steps for s in stages}, "scene_size": self.scene_size,
+                        "batch_scenes": self.config.batch_scenes, "seed": self.config.seed})
+        export_profile(self.model.eval(), self.processor, profile, facts)
         self._say(f"exported stage {stage!r} -> {profile.llm.model} and {profile.section('segmenter').checkpoint}")
         return profile

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Turn
+from vitron_ros.core.conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Turn
+
 from ..shapes.instructions import Sample
 from ..shapes.world import Scene
 

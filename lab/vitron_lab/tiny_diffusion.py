@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..specialists.diffusion import PROJECTOR_FILE, build_signal_conditioner, save_signal_conditioner
-from .weights import replacing_folder
+from vitron_ros.core.model.weights import replacing_folder
+from vitron_ros.core.specialists.diffusion import PROJECTOR_FILE, build_signal_conditioner, save_signal_conditioner
 
 TINY_TEXT_WIDTH = 32  # CLIP text hidden size = the UNet's cross-attention width
 TINY_TOKENS = 32  # tokenizer / text encoder context
@@ -69,11 +69,12 @@ def build_tiny_diffusion(folder: Path, in_channels: int, seed: int, signal_hidde
             save_signal_conditioner(build_signal_conditioner(signal_hidden, TINY_TEXT_WIDTH), staging / PROJECTOR_FILE)
 
 
-def build_tiny_diffusion_assets(section, profile, progress=print) -> None:
-    """The folders a tiny profile's editor or generator section names, where missing (shared folders built once)."""
-    seed = profile.tiny.seed + 3
+def build_tiny_diffusion_assets(section, cfg, progress=print) -> None:
+    """The folders a tiny profile's editor or generator section names, where missing (shared folders built once);
+    `cfg`: the tiny build's sizes (TinyBuildConfig)."""
+    seed = cfg.seed + 3
     if not (Path(section.model) / "model_index.json").is_file():
-        build_tiny_diffusion(Path(section.model), 9, seed, profile.tiny.text_hidden_size, progress)
+        build_tiny_diffusion(Path(section.model), 9, seed, cfg.text_hidden_size, progress)
     instruct = getattr(section, "instruct_model", None)
     if instruct is not None and not (Path(instruct) / "model_index.json").is_file():
         build_tiny_diffusion(Path(instruct), 8, seed + 2, None, progress)

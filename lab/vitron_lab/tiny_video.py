@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vitron_ros.core.model.weights import replacing_folder
+
 from .tiny_diffusion import TINY_TEXT_WIDTH, _tokenizer, tiny_pipeline
-from .weights import replacing_folder
 
 BLOCKS = (32, 64)
 
@@ -49,11 +50,11 @@ def build_tiny_video(base: Path, adapter: Path, controlnet: Path | None, seed: i
             net.save_pretrained(staging)
 
 
-def build_tiny_video_assets(section, profile, progress=print) -> None:
+def build_tiny_video_assets(section, cfg, progress=print) -> None:
     """The folders a tiny profile's video_generator section names, where missing."""
     controlnet = Path(section.image_controlnet) if section.image_controlnet else None
     missing = [not (Path(section.model) / "model_index.json").is_file(),
                not (Path(section.motion_adapter) / "config.json").is_file(),
                controlnet is not None and not (controlnet / "config.json").is_file()]
     if any(missing):
-        build_tiny_video(Path(section.model), Path(section.motion_adapter), controlnet, profile.tiny.seed + 7, progress)
+        build_tiny_video(Path(section.model), Path(section.motion_adapter), controlnet, cfg.seed + 7, progress)

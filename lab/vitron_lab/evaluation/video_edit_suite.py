@@ -1,4 +1,4 @@
-"""`vitron eval --suite video-edit`: objects removed or recoloured through held-out ShapesWorld clips, exactly.
+"""`vitron-lab eval --suite video-edit`: objects removed or recoloured through held-out ShapesWorld clips, exactly.
 
 Each clip's truth is the clip re-rendered with the object removed (or painted the new colour) in every frame, from
 the clip's own shapes and positions, so every pixel's right answer is known. The edit runs through the product's
@@ -68,7 +68,7 @@ def video_edit_case(seed: int, task: str, frames: int, size: int = 64):
 
 
 def evaluate_video_edit(pipeline, clips: int = 10, frames: int = 8, progress: bool = False) -> dict:
-    from ..video_edit import TrackedEdit
+    from vitron_ros.core.video_edit import TrackedEdit
 
     report = {"clips": clips, "frames": frames}
     for task in TASKS:

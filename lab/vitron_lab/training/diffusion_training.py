@@ -1,8 +1,8 @@
 """Train the `shapes` profile's generator/editor from scratch on ShapesWorld: a diffusers inpainting pipeline
 (AutoencoderKL, CLIP text encoder, 9-channel UNet, DDIM) and, in its own later stage, the signal projector.
 
-    vitron train --stage diffusion --config config/train_shapes.yaml   # VAE, then UNet + text encoder
-    vitron train --stage signal --config config/train_shapes.yaml      # SignalConditioner on the LLM's [SEG] states
+    vitron-lab train --stage diffusion --config lab/config/train_shapes.yaml   # VAE, then UNet + text encoder
+    vitron-lab train --stage signal --config lab/config/train_shapes.yaml      # SignalConditioner on the LLM's [SEG] states
 
 Every training example is made by the editor's own planning code (`plan_edit`) on a ShapesWorld scene, so the
 model learns exactly the inputs it gets at inference: the crop, the region it repaints, the conditioning text.
@@ -60,9 +60,9 @@ class DiffusionTrainConfig:
 
 def example_plan(case):
     """(start image, fill mask, text) of an EditCase, through the editor's own plan_edit."""
-    from ..specialists.base import SpecialistCall
-    from ..specialists.diffusion import EditorConfig
-    from ..specialists.editor import plan_edit
+    from vitron_ros.core.specialists.base import SpecialistCall
+    from vitron_ros.core.specialists.diffusion import EditorConfig
+    from vitron_ros.core.specialists.editor import plan_edit
 
     call = SpecialistCall(task=case.task, instruction=case.instruction, box_xyxy=case.box_xyxy, mask=case.mask)
     plan = plan_edit(call, case.source, EditorConfig(model="-", background_prompt=BACKGROUND_PROMPT))
@@ -100,7 +100,7 @@ def build_components(config: DiffusionTrainConfig, seed: int):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from ..model.tiny import train_tokenizer
+    from ..tiny import train_tokenizer
 
     torch.manual_seed(seed)
     tokenizer = train_tokenizer(config.vocab_size, "shapes")
@@ -282,7 +282,7 @@ def train_diffusion(folder: str | os.PathLike, config: DiffusionTrainConfig, see
 
     import torch
 
-    from ..model.weights import readable_by_all, replacing_folder
+    from vitron_ros.core.model.weights import readable_by_all, replacing_folder
 
     folder = Path(folder)
     done: dict = {}
@@ -323,7 +323,8 @@ def signal_examples(llm, system: str, count: int, config: DiffusionTrainConfig, 
     is taught to write for the edit, computed exactly as at inference (same prompt, teacher-forced reply)."""
     from tqdm import tqdm
 
-    from ..conversation import Conversation, Turn
+    from vitron_ros.core.conversation import Conversation, Turn
+
     from ..shapes.instructions import edit_reply
 
     examples = []
@@ -349,7 +350,7 @@ def train_signal(folder: str | os.PathLike, config: DiffusionTrainConfig, llm, s
     `signal_projector.safetensors` in `folder`."""
     import torch
 
-    from ..specialists.diffusion import PROJECTOR_FILE, build_signal_conditioner, save_signal_conditioner
+    from vitron_ros.core.specialists.diffusion import PROJECTOR_FILE, build_signal_conditioner, save_signal_conditioner
 
     folder = Path(folder)
     trainer = DiffusionTrainer(config, seed, progress, load_components(folder))

@@ -4,8 +4,8 @@
     clip.caption                        # "a red circle moving left and a blue square moving up"
     read_motion(frames, "red", "circle") -> ObjectMotion(present=..., direction="left", ...)
 
-The video generator is trained on these clips (`vitron train --stage video_generator`) and scored by reading its
-clips with `read_motion` (`vitron eval --suite video-gen`): colour segmentation, the shape read from the mask, the
+The video generator is trained on these clips (`vitron-lab train --stage video_generator`) and scored by reading its
+clips with `read_motion` (`vitron-lab eval --suite video-gen`): colour segmentation, the shape read from the mask, the
 centroid's path over the frames. Nothing here knows the model.
 """
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..masks import mask_to_box
+from vitron_ros.core.masks import mask_to_box
+
 from .instructions import Sample, format_box, normalise_answer
 from .world import Clip
 

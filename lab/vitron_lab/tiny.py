@@ -1,20 +1,56 @@
-"""The `tiny` profile: the default architecture in miniature, with random weights, built offline.
+"""The `tiny` profile: the default architecture in miniature, with random weights, built offline by the lab
+(`vitron-lab build-tiny`); the shapes profile's training starts from the same builders at its own sizes.
 
 Everything is written with each library's own save functions (save_pretrained, torch.save of a SAM state dict)
-so the pipeline loads it through exactly the code that loads published checkpoints.
+so the pipeline loads it through exactly the code that loads published checkpoints. The runtime never imports
+this module: a tiny profile whose weights are missing says which command builds them.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import ProfileConfig, TinyBuildConfig
-from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
-from .heads import HeadsConfig, build_heads, save_heads
-from .sam_loader import TINY_PROMPT_DIM, build_sam
-from .weights import replacing_folder
+from vitron_ros.core.config import ProfileConfig, build_checked
+from vitron_ros.core.conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
+from vitron_ros.core.model.facts import TrainedWith, write_facts
+from vitron_ros.core.model.heads import HeadsConfig, build_heads, save_heads
+from vitron_ros.core.model.sam_loader import TINY_PROMPT_DIM, TinySamSize, build_sam
+from vitron_ros.core.model.weights import replacing_folder
+from vitron_ros.core.video import ClipSampling
+
+
+@dataclass(frozen=True)
+class TinyBuildConfig:
+    """Sizes of the random-weight miniature built offline (same classes as the real models, smaller)."""
+
+    vision_image_size: int = 112  # CLIP input side; 112 / 16 = 7x7 patch grid
+    vision_patch_size: int = 16
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    vision_feature_layer: int = -2  # layer LLaVA reads (-2: LLaVA-1.5's choice; -1 wastes no layer when training)
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    # std of the LM's token embeddings at init. 0.02 (transformers' default) suits random-weight plumbing; trained
+    # from scratch next to projected image features (norm ~30 after training) unit scale keeps the two comparable.
+    text_embedding_std: float = 0.02
+    vocab_size: int = 600  # byte-level BPE trained in memory on the prompt vocabulary
+    sam_image_size: int = 256  # SAM input side; 256 / 16 = 16x16 image embedding
+    sam_patch_size: int = 16  # SAM's patch; the mask decoder's low-res masks are 4x the patch grid
+    sam_embed_dim: int = 64
+    sam_depth: int = 2
+    sam_heads: int = 2
+    seed: int = 0  # random weights are seeded so the tiny profile is reproducible
+    tokenizer_corpus: str = "generic"  # text the byte-level BPE is trained on: "generic" or "shapes" (ShapesWorld)
+    synergy_dim: int = 0  # width of each of the signal projector's task-invariant / task-specific parts (0: none)
+    sam2_image_size: int = 128  # SAM 2 tracker input side; its memory attends over a (side / 16)^2 grid
+
+    def sam_size(self) -> TinySamSize:
+        return TinySamSize(self.sam_image_size, self.sam_patch_size, self.sam_embed_dim, self.sam_depth, self.sam_heads)
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, SKETCH_TOKEN, "[SEG]"]
 
@@ -36,7 +72,7 @@ def tokenizer_corpus(name: str) -> list[str]:
     if name == "generic":
         return _CORPUS * 4
     if name == "shapes":
-        from ..shapes.corpus import shapes_corpus
+        from .shapes.corpus import shapes_corpus
 
         return _CORPUS + shapes_corpus()
     raise ValueError(f"unknown tokenizer corpus {name!r}; expected 'generic' or 'shapes'")
@@ -144,13 +180,53 @@ def build_tiny_sam(path: str | os.PathLike, cfg: TinyBuildConfig, progress=print
     progress(f"building tiny SAM (random weights) -> {sam_path}")
     sam_path.parent.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    sam = build_sam("tiny", cfg)
+    sam = build_sam("tiny", cfg.sam_size())
     with tempfile.NamedTemporaryFile(dir=sam_path.parent, suffix=".tmp", delete=False) as handle:
         torch.save(sam.state_dict(), handle)  # official SAM format: a plain state dict
     os.replace(handle.name, sam_path)
 
 
-def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
+def _tiny_sam_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
+    build_tiny_sam(section.checkpoint, cfg, progress)
+
+
+def _tiny_sam2_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
+    from .tiny_sam2 import build_tiny_sam2
+
+    if not (Path(section.model) / "config.json").is_file():
+        build_tiny_sam2(section.model, cfg.sam2_image_size, cfg.seed + 2, progress)
+
+
+def _tiny_diffusion_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
+    from .tiny_diffusion import build_tiny_diffusion_assets
+
+    build_tiny_diffusion_assets(section, cfg, progress)
+
+
+def _tiny_video_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
+    from .tiny_video import build_tiny_video_assets
+
+    build_tiny_video_assets(section, cfg, progress)
+
+
+# Random-weight builders by specialist registry name (vitron_ros.core.specialists.SPECIALISTS): (section, profile,
+# sizes, progress) writes the files the section names where they are missing. A specialist without one cannot be
+# part of a built profile.
+TINY_BUILDERS: dict[str, Callable] = {
+    "segmenter": _tiny_sam_builder,
+    "tracker": _tiny_sam2_builder,
+    "editor": _tiny_diffusion_builder,
+    "generator": _tiny_diffusion_builder,
+    "video_generator": _tiny_video_builder,
+}
+
+
+def build_config(raw: dict | None, where: str) -> TinyBuildConfig:
+    """Sizes from a recipe's `architecture` mapping (unknown keys rejected by name); None: the defaults."""
+    return TinyBuildConfig() if raw is None else build_checked(TinyBuildConfig, raw, where)
+
+
+def build_tiny_assets(profile: ProfileConfig, cfg: TinyBuildConfig | None = None, progress=print) -> None:
     """Create the tiny LLM folder and every configured specialist's random weights where they are missing.
 
     Each artefact is written to a temporary name and moved into place, so an interrupted build never leaves a
@@ -158,9 +234,10 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
     """
     import torch
 
-    from ..specialists import SPECIALISTS
-
-    cfg = profile.tiny
+    cfg = cfg or TinyBuildConfig()
+    unbuildable = sorted(set(profile.specialists) - set(TINY_BUILDERS))
+    if unbuildable:
+        raise ValueError(f"profile {profile.name!r} configures {unbuildable}, which have no tiny builder")
     llm_path = Path(profile.llm.model)
     if not (llm_path / "config.json").is_file():
         progress(f"building tiny LLaVA + VITRON heads (random weights) -> {llm_path}")
@@ -171,6 +248,7 @@ def build_tiny_assets(profile: ProfileConfig, progress=print) -> None:
                 HeadsConfig(hidden_size=hidden, prompt_dim=TINY_PROMPT_DIM, synergy_dim=cfg.synergy_dim)
             )
             save_heads(heads, staging)
+            write_facts(staging, TrainedWith(box_format="normalized", clip_frames=ClipSampling().frames,
+                                             provenance={"trained_by": "nobody: random weights (vitron-lab build-tiny)"}))
     for name, section in profile.specialists.items():
-        if SPECIALISTS[name].build_tiny is not None:
-            SPECIALISTS[name].build_tiny(section, profile, progress)
+        TINY_BUILDERS[name](section, profile, cfg, progress)

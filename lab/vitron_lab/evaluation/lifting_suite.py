@@ -1,4 +1,4 @@
-"""`vitron eval --suite 3d`: masks lifted to 3D on ShapesWorld RGB-D scenes whose true geometry is known exactly.
+"""`vitron-lab eval --suite 3d`: masks lifted to 3D on ShapesWorld RGB-D scenes whose true geometry is known exactly.
 
 Each held-out scene (shapes/depth_world.py) is sensed three ways: exact depth, a realistic sensor (noise growing
 with range, holes, stereo shadows, flying pixels at edges, mm quantisation), and that sensor with masks that bleed
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..lifting import DepthImage, box_centre_lift, lift_mask
+from vitron_ros.core.lifting import DepthImage, box_centre_lift, lift_mask
+
 from ..shapes.depth_world import SensorModel, generate_depth_scene
 
 EVAL_SEED_BASE = 2_100_000_000  # held out: no training uses these seeds
