@@ -22,7 +22,9 @@ def vitron_cache(tmp_path_factory) -> Path:
     return cache
 
 
-@pytest.fixture(scope="session")
+# autouse: tests and the node processes they start run `--profile tiny`, whose random weights the runtime does not
+# build (the lab does); built once per session into the session's cache
+@pytest.fixture(scope="session", autouse=True)
 def tiny_profile(vitron_cache):
     from vitron_lab.tiny import build_tiny_assets
     from vitron_ros.core.config import load_profile
@@ -76,7 +78,7 @@ def shapes_pipeline(shapes_trainer):
     from vitron_lab.training.trainer import export_profile
     from vitron_ros.core.pipeline import VitronPipeline
 
-    export_profile(shapes_trainer.model.eval(), shapes_trainer.processor, shapes_trainer.profile)
+    export_profile(shapes_trainer.model.eval(), shapes_trainer.processor, shapes_trainer.profile, shapes_trainer.facts())
     return VitronPipeline.from_profile(shapes_trainer.profile, progress=lambda *_: None)
 
 

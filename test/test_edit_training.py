@@ -113,7 +113,7 @@ def test_diffusion_and_signal_stages_save_what_the_editor_loads(trained_small, t
     assert signal["examples"] >= 1 and (folder / "signal_projector.safetensors").is_file()
     config = EditorConfig(model=str(folder), resolution=64, steps=2, guidance_scale=1.0, dtype="float32")
     # the profile gives the fetch hint and the runtime (backend, precision)
-    editor = DiffusionEditor.from_config(config, SimpleNamespace(name="test", runtime=RuntimeConfig()))
+    editor = DiffusionEditor.from_config(config, SimpleNamespace(name="test", runtime=RuntimeConfig(), missing_hint=lambda: ""))
     assert editor.signal_dim == tiny_pipeline.llm.hidden_size
     scene = generate_scene(2_000_000_001)
     case = edit_case(scene, "recolour", np.random.default_rng(0))

@@ -143,7 +143,7 @@ def test_a_later_stage_needs_the_previous_one(tmp_path, shapes_recipe, shapes_tr
 
     shutil.copytree(shapes_trainer.work_dir / "init", tmp_path / "init")
     trainer = Trainer(shapes_recipe, tmp_path, profile=shapes_trainer.profile, progress=False)
-    with pytest.raises(VitronInputError, match="run `vitron train --stage align` first"):
+    with pytest.raises(VitronInputError, match="run `vitron-lab train --stage align` first"):
         trainer.run(["invocation"])
 
 

@@ -19,7 +19,9 @@ from .core.errors import CheckpointLoadError, CheckpointNotFoundError, VitronInp
 EXIT_USAGE = 2
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are VitronInputError, so `run_command` reports them in one line."""
+
     def error(self, message: str):  # argparse's default prints the whole usage block first
         raise VitronInputError(f"{self.prog}: {message}")
 
@@ -37,8 +39,8 @@ def _numbers(text: str, count: int, flag: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="vitron", description="VITRON pixel-level vision assistant")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="vitron", description="VITRON pixel-level vision assistant")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     query = commands.add_parser("query", help="ask about an image; writes overlay.png and result.json")
     query.add_argument("image", help="image file (PNG, JPEG, ...)")
@@ -126,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     edit_video.add_argument("--out", default="vitron_edit_video", help="folder for edited.mp4, sheet.png, result.json")
 
     models = commands.add_parser("models", help="list or fetch model profiles")
-    model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=_OneLineParser)
+    model_commands = models.add_subparsers(dest="models_command", required=True, parser_class=OneLineParser)
     fetch = model_commands.add_parser("fetch", help="download a profile's checkpoints once, for offline use")
     fetch.add_argument("--profile", default="default")
     fetch.add_argument("--profiles-file", default=None)
@@ -134,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--profiles-file", default=None)
 
     engines = commands.add_parser("engines", help="export and build a profile's encoder engines ahead of time")
-    engine_commands = engines.add_subparsers(dest="engines_command", required=True, parser_class=_OneLineParser)
+    engine_commands = engines.add_subparsers(dest="engines_command", required=True, parser_class=OneLineParser)
     build = engine_commands.add_parser("build", help="export, build into the engine cache, check against PyTorch")
     build.add_argument("--profile", default="default")
     build.add_argument("--profiles-file", default=None)
@@ -568,21 +570,24 @@ def _engines(args) -> int:
     return 0 if all(r.ok and r.on_requested for r in reports) else 1
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_command(parser: argparse.ArgumentParser, commands: dict, argv: list[str] | None = None) -> int:
+    """Parse `argv` and run the chosen command's function; every failure a user can cause (bad input, a missing or
+    broken checkpoint, an unwritable file, a network failure during fetch) is one line on stderr and exit code 2."""
     try:
-        args = build_parser().parse_args(argv)
-        commands = {"query": _query, "edit": _edit, "generate": _edit, "generate-video": _edit, "replay": _replay, "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines,
-}
+        args = parser.parse_args(argv)
         return commands[args.command](args)
-    except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError) as exc:
-        print(f"vitron: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except OSError as exc:  # unwritable --out, network failure during fetch, ...
-        print(f"vitron: error: {exc}", file=sys.stderr)
+    except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError, OSError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("vitron: interrupted", file=sys.stderr)
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    commands = {"query": _query, "edit": _edit, "generate": _edit, "generate-video": _edit, "replay": _replay,
+                "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines}
+    return run_command(build_parser(), commands, argv)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from vitron_ros.core.errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
-
-EXIT_USAGE = 2
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str):  # argparse's default prints the whole usage block first
-        raise VitronInputError(f"{self.prog}: {message}")
+from vitron_ros.cli import OneLineParser, run_command
+from vitron_ros.core.errors import VitronInputError
 
 
 def _progress(message: str) -> None:
@@ -27,8 +21,8 @@ def _progress(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog="vitron-lab", description="ShapesWorld training, evaluation and tiny builds for VITRON")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+    parser = OneLineParser(prog="vitron-lab", description="ShapesWorld training, evaluation and tiny builds for VITRON")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     train = commands.add_parser("train", help="train the tiny VITRON stage by stage (resumable)")
     train.add_argument("--stage", required=True,
@@ -291,15 +285,7 @@ def _eval(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return {"train": _train, "eval": _eval, "build-tiny": _build_tiny}[args.command](args)
-    except (VitronInputError, CheckpointNotFoundError, CheckpointLoadError, OSError) as exc:
-        print(f"vitron-lab: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("vitron-lab: interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), {"train": _train, "eval": _eval, "build-tiny": _build_tiny}, argv)
 
 
 if __name__ == "__main__":

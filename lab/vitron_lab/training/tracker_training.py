@@ -178,8 +178,10 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     """Build a tiny SAM 2, train it on ShapesWorld clips and save it (save_pretrained) to `folder`."""
     import torch
 
-    from vitron_ros.core.model.sam2_loader import build_tiny_sam2, load_sam2_video
+    from vitron_ros.core.model.sam2_loader import load_sam2_video
     from vitron_ros.core.model.weights import readable_by_all
+
+    from ..tiny_sam2 import build_tiny_sam2
 
     folder = Path(folder)
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)

@@ -304,6 +304,17 @@ class Trainer:
             (folder / leftover).unlink(missing_ok=True)
         return log
 
+    def facts(self, stages: list[str] | None = None) -> TrainedWith:
+        """What the model was trained with, for its checkpoint: how replies write boxes, clip length, system turn,
+        and the recipe's stages (default: all of them) with their updates."""
+        names = stages if stages is not None else [s.name for s in self.config.stages]
+        return TrainedWith(
+            box_format=BOX_FORMAT, clip_frames=self.clip_sampling.frames, system_prompt=self.system_prompt,
+            provenance={"trained_by": "vitron-lab train", "recipe_profile": self.config.profile,
+                        "stages": {s.name: s.steps for s in self.config.stages if s.name in names},
+                        "scene_size": self.scene_size, "batch_scenes": self.config.batch_scenes,
+                        "seed": self.config.seed})
+
     def export(self, profile: ProfileConfig | None = None, stage: str | None = None) -> ProfileConfig:
         """Export a finished stage (default: the last one) into `profile`'s checkpoint paths (default: the recipe's)."""
         profile = profile or self.profile
@@ -314,12 +325,6 @@ class Trainer:
         if stage not in finished:
             raise VitronInputError(f"stage {stage!r} has not finished; finished stages: {finished}")
         load_state(self.model, self.stage_dir(stage) / "final.safetensors")
-        stages = [s for s in self.config.stages if s.name in finished[: finished.index(stage) + 1]]
-        facts = TrainedWith(
-            box_format=BOX_FORMAT, clip_frames=self.clip_sampling.frames, system_prompt=self.system_prompt,
-            provenance={"trained_by": "vitron-lab train", "recipe_profile": self.config.profile,
-                        "stages": {s.name: s.steps for s in stages}, "scene_size": self.scene_size,
-                        "batch_scenes": self.config.batch_scenes, "seed": self.config.seed})
-        export_profile(self.model.eval(), self.processor, profile, facts)
+        export_profile(self.model.eval(), self.processor, profile, self.facts(finished[: finished.index(stage) + 1]))
         self._say(f"exported stage {stage!r} -> {profile.llm.model} and {profile.section('segmenter').checkpoint}")
         return profile
