@@ -14,13 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from vitron_ros.core.config import ProfileConfig, build_checked
+from vitron_ros.core.config import ProfileConfig
 from vitron_ros.core.conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
 from vitron_ros.core.model.facts import TrainedWith, write_facts
 from vitron_ros.core.model.heads import HeadsConfig, build_heads, save_heads
 from vitron_ros.core.model.sam_loader import TINY_PROMPT_DIM, TinySamSize, build_sam
 from vitron_ros.core.model.weights import replacing_folder
 from vitron_ros.core.video import ClipSampling
+
+from .tiny_diffusion import build_tiny_diffusion_assets
+from .tiny_sam2 import build_tiny_sam2
+from .tiny_video import build_tiny_video_assets
 
 
 @dataclass(frozen=True)
@@ -186,44 +190,25 @@ def build_tiny_sam(path: str | os.PathLike, cfg: TinyBuildConfig, progress=print
     os.replace(handle.name, sam_path)
 
 
-def _tiny_sam_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
+def _tiny_segmenter(section, cfg: TinyBuildConfig, progress) -> None:
     build_tiny_sam(section.checkpoint, cfg, progress)
 
 
-def _tiny_sam2_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
-    from .tiny_sam2 import build_tiny_sam2
-
+def _tiny_tracker(section, cfg: TinyBuildConfig, progress) -> None:
     if not (Path(section.model) / "config.json").is_file():
         build_tiny_sam2(section.model, cfg.sam2_image_size, cfg.seed + 2, progress)
 
 
-def _tiny_diffusion_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
-    from .tiny_diffusion import build_tiny_diffusion_assets
-
-    build_tiny_diffusion_assets(section, cfg, progress)
-
-
-def _tiny_video_builder(section, profile: ProfileConfig, cfg: TinyBuildConfig, progress) -> None:
-    from .tiny_video import build_tiny_video_assets
-
-    build_tiny_video_assets(section, cfg, progress)
-
-
-# Random-weight builders by specialist registry name (vitron_ros.core.specialists.SPECIALISTS): (section, profile,
-# sizes, progress) writes the files the section names where they are missing. A specialist without one cannot be
-# part of a built profile.
+# Random-weight builders by specialist registry name (vitron_ros.core.specialists.SPECIALISTS): (section, sizes,
+# progress) writes the files the section names where they are missing. A specialist without one cannot be part of
+# a built profile.
 TINY_BUILDERS: dict[str, Callable] = {
-    "segmenter": _tiny_sam_builder,
-    "tracker": _tiny_sam2_builder,
-    "editor": _tiny_diffusion_builder,
-    "generator": _tiny_diffusion_builder,
-    "video_generator": _tiny_video_builder,
+    "segmenter": _tiny_segmenter,
+    "tracker": _tiny_tracker,
+    "editor": build_tiny_diffusion_assets,
+    "generator": build_tiny_diffusion_assets,
+    "video_generator": build_tiny_video_assets,
 }
-
-
-def build_config(raw: dict | None, where: str) -> TinyBuildConfig:
-    """Sizes from a recipe's `architecture` mapping (unknown keys rejected by name); None: the defaults."""
-    return TinyBuildConfig() if raw is None else build_checked(TinyBuildConfig, raw, where)
 
 
 def build_tiny_assets(profile: ProfileConfig, cfg: TinyBuildConfig | None = None, progress=print) -> None:
@@ -251,4 +236,4 @@ def build_tiny_assets(profile: ProfileConfig, cfg: TinyBuildConfig | None = None
             write_facts(staging, TrainedWith(box_format="normalized", clip_frames=ClipSampling().frames,
                                              provenance={"trained_by": "nobody: random weights (vitron-lab build-tiny)"}))
     for name, section in profile.specialists.items():
-        TINY_BUILDERS[name](section, profile, cfg, progress)
+        TINY_BUILDERS[name](section, cfg, progress)

@@ -11,7 +11,7 @@ from vitron_ros.core.errors import VitronInputError
 
 from ..shapes.instructions import TASKS
 from ..shapes.video_instructions import VIDEO_TASKS
-from ..tiny import TinyBuildConfig, build_config
+from ..tiny import TinyBuildConfig
 from .diffusion_training import DiffusionTrainConfig
 from .model import MODULE_GROUPS
 from .tracker_training import TrackerTrainConfig
@@ -104,7 +104,7 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     if not isinstance(stages, list) or not stages:
         raise VitronInputError(f"training recipe {path}: 'stages' must be a non-empty list")
     parsed = tuple(stage_from_dict(s, f"{path.name}: stages[{i}]") for i, s in enumerate(stages))
-    raw["architecture"] = build_config(raw.get("architecture"), f"{path.name}: architecture")
+    raw["architecture"] = build_checked(TinyBuildConfig, raw.get("architecture") or {}, f"{path.name}: architecture")
     if raw.get("tracker") is not None:
         tracker = build_checked(TrackerTrainConfig, raw["tracker"], f"{path.name}: tracker")
         raw["tracker"] = TrackerTrainConfig(**{**tracker.__dict__, "prompt_mix": tuple(tracker.prompt_mix)})
