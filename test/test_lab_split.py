@@ -67,7 +67,7 @@ def test_the_runtime_wheel_holds_no_lab_code_and_answers_on_the_shipped_profile(
     out = tmp_path / "query"
     done = subprocess.run(
         [str(python), "-m", "vitron_ros.cli", "query", str(REPO / "assets" / "shapes_scene.png"),
-         "can you segment the blue circle right of the green square?", "--profile", "shapes", "--out", str(out)],
+         "can you segment the yellow triangle below the blue square?", "--profile", "shapes", "--out", str(out)],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HOME": str(tmp_path)})
     assert done.returncode == 0, done.stderr[-3000:]
