@@ -57,8 +57,11 @@ def test_edit_replies_parse_to_the_call_the_case_describes():
         assert not parsed.errors and len(parsed.invocations) == 1
         call = parsed.invocations[0]
         assert (call.module, call.task, call.instruction) == ("editor", task, case.instruction)
-        assert np.allclose(call.box_xyxy, case.box_xyxy, atol=0.7)  # two decimals of a 64-pixel side
         assert (call.seg_index is None) == (case.target is None)
+        if case.target is None:  # an add says where; an edit of an object finds it by its [SEG] alone
+            assert np.allclose(call.box_xyxy, case.box_xyxy, atol=0.7)  # two decimals of a 64-pixel side
+        else:
+            assert call.box_xyxy is None
     layout = layout_case(5)
     parsed = parse_reply(edit_reply(layout, (64, 64)), (64, 64), MODULES)
     assert not parsed.errors and parsed.invocations[0].task == "layout"
@@ -69,16 +72,17 @@ def test_edit_and_layout_samples_for_the_llm():
     scene = generate_scene(21)
     edit = make_sample(scene, "edit", rng, attempts=4)
     assert edit.reply.startswith("<module>editor</module>") and edit.request.endswith(".")
-    assert edit.kind == "add" or edit.seg_targets == edit.box_targets == [edit.seg_targets[0]]
+    assert (edit.kind == "add") == ("<Region>" in edit.reply) and len(edit.seg_targets) == (edit.kind != "add")
     layout = make_sample(scene, "layout", rng)
     assert layout.reply.startswith("<module>generator</module> <instruction>layout: <p>")
 
 
-def test_recipe_reads_the_diffusion_section_and_the_edit_stage(tmp_path):
+def test_recipe_reads_the_diffusion_section_and_the_edit_and_refer_stages(tmp_path):
     from vitron_lab.training.recipe import load_recipe
 
     recipe = load_recipe("lab/config/train_shapes.yaml")
-    assert recipe.stages[-1].name == "edit" and recipe.stages[-1].start == "profile"
+    assert [s.name for s in recipe.stages[-2:]] == ["edit", "refer"]
+    assert all(s.start == "profile" for s in recipe.stages[-2:])
     assert recipe.diffusion.resolution == 64 and recipe.diffusion.unet_channels == (32, 64, 64)
     path = tmp_path / "recipe.yaml"
     stage = "  - {name: align, steps: 5, tasks: {caption: 1}, train: [lm], losses: {text: 1}"

@@ -11,6 +11,7 @@ from vitron_ros.core.model.vitron_llm import VitronLLM
 from vitron_ros.core.pipeline import VitronPipeline
 from vitron_ros.core.results import (
     SOURCE_EMBEDDING,
+    SOURCE_EMBEDDING_AND_BOX,
     SOURCE_EVERYTHING,
     SOURCE_TEXT_BOX,
     SOURCE_USER_PROMPT,
@@ -63,6 +64,24 @@ def test_grounded_conversation_links_phrases_to_masks(tiny_pipeline, scene):
     assert embeddings.shape == (1, tiny_pipeline.specialists["segmenter"].prompt_dim)
     (by_hand,) = tiny_pipeline.specialists["segmenter"].run(Frame(scene), [SpecialistCall("segmentation", embedding=embeddings[0])])
     assert np.array_equal(by_hand.masks[0], pairs[0][1].mask)
+
+
+def test_the_reply_box_goes_beside_the_signal_only_where_the_checkpoint_learned_it(tiny_pipeline, scene, monkeypatch):
+    """Published VITRON checkpoints prompt SAM with the reply's box and the [SEG] signal together; one whose facts say
+    box_prompt false (the shapes LLM) learned to find the object from the signal alone, and gets no box."""
+    reply = ("<module>segmenter</module> <instruction>segmentation: the patch</instruction> "
+             "<Region>[0.10, 0.10, 0.30, 0.30]</Region> [SEG]")
+    calls = []
+    run = tiny_pipeline.run_specialist
+    monkeypatch.setattr(tiny_pipeline, "run_specialist", lambda name, frame, batch: calls.extend(batch) or run(name, frame, batch))
+    assert tiny_pipeline.llm.box_prompt  # the tiny checkpoint's facts say nothing: VITRON's way
+    result = tiny_pipeline.ground_reply(scene, "segment the patch", reply)
+    assert [m.source for m in result.masks] == [SOURCE_EMBEDDING_AND_BOX] and calls[-1].box_xyxy is not None
+    monkeypatch.setattr(tiny_pipeline.llm, "box_prompt", False)
+    result = tiny_pipeline.ground_reply(scene, "segment the patch", reply)
+    assert [m.source for m in result.masks] == [SOURCE_EMBEDDING]
+    assert calls[-1].box_xyxy is None and calls[-1].embedding is not None
+    assert result.invocations[0].box_xyxy is not None  # what the LLM wrote is still reported
 
 
 def test_everything_invocation_and_format_errors_in_one_reply(tiny_pipeline, scene):

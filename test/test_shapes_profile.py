@@ -72,6 +72,22 @@ def test_demo_request_is_answered_with_the_right_mask(shapes_pipeline_shipped):
     assert answer.answer.strip() == str(len(scene.objects))
 
 
+def test_a_misleading_reply_box_does_not_move_the_shipped_segmenter(shapes_pipeline_shipped):
+    """The shipped LLM's facts say its segmenter finds the object from the [SEG] signal alone (box_prompt false), so
+    a <Region> box on an empty corner, which a published VITRON checkpoint would pass on, changes nothing."""
+    from vitron_ros.core.model.facts import read_facts
+    from vitron_ros.core.results import SOURCE_EMBEDDING
+
+    assert read_facts(shapes_pipeline_shipped.llm.config.model).box_prompt is False
+    scene = generate_scene(DEMO_SEED)
+    square = next(o for o in scene.objects if o.name == "blue square")
+    reply = ("<module>segmenter</module> <instruction>segmentation: the blue square</instruction> "
+             "<Region>[0.00, 0.00, 0.15, 0.15]</Region> [SEG]")
+    result = shapes_pipeline_shipped.ground_reply(scene.image, "segment the blue square.", reply)
+    assert not result.errors and [m.source for m in result.masks] == [SOURCE_EMBEDDING]
+    assert iou(result.masks[0].mask, square.mask) >= 0.75
+
+
 @pytest.mark.slow
 def test_eval_suite_on_the_shipped_checkpoint(shapes_pipeline_shipped):
     """A small held-out run: every metric is present, and the model is far above chance (not a random model)."""

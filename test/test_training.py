@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
 
@@ -13,7 +12,7 @@ from vitron_ros.core.errors import VitronInputError
 
 def _stage_loss(trainer, stage, batch_parts):
     scenes, batch, prompts, _, clips = batch_parts
-    losses = trainer.model(batch, scenes, prompts, np.random.default_rng(0), stage.synergy_strength, clips=clips)
+    losses = trainer.model(batch, scenes, prompts, stage.synergy_strength, clips=clips)
     return sum(w * losses[n] for n, w in stage.losses.items() if n in losses), losses
 
 

@@ -52,7 +52,6 @@ class Sample:
     sketches: list[Sketch] = field(default_factory=list)
     sketch_targets: list[int] = field(default_factory=list)  # object index each sketch points at
     seg_targets: list[int] = field(default_factory=list)  # object index of each [SEG], in reply order
-    box_targets: list[int] = field(default_factory=list)  # object index of each <Region> box, in reply order
 
 
 def normalise_answer(text: str) -> str:
@@ -179,15 +178,11 @@ class InstructionMaker:
                 continue
             phrase, kind = named
             template = self._pick(["segment {}.", "please segment {}.", "can you segment {}?", "find {} and segment it."])
-            box = format_box(self.scene.objects[index].box_xyxy, self.hw)
-            reply = (
-                f"<module>segmenter</module> <instruction>segmentation: {phrase}</instruction> "
-                f"<Region>{box}</Region> [SEG]"
-            )
-            return Sample(
-                "referring", kind, template.format(phrase), reply, answer=phrase,
-                seg_targets=[int(index)], box_targets=[int(index)],
-            )
+            # No <Region> box: the [SEG] state finds the object. Taught to write one, this LLM's boxes missed
+            # (cIoU 0.19 with one object), and teacher-forced true boxes let the [SEG] state read the location
+            # off the box digits instead of finding the named object (lab/reports/refer_ablation.md).
+            reply = f"<module>segmenter</module> <instruction>segmentation: {phrase}</instruction> [SEG]"
+            return Sample("referring", kind, template.format(phrase), reply, answer=phrase, seg_targets=[int(index)])
         return None
 
     def _edit(self) -> Sample | None:
@@ -198,8 +193,7 @@ class InstructionMaker:
         if case is None:
             return None
         return Sample("edit", task, case.request, edit_reply(case, self.hw), answer=case.instruction,
-                      seg_targets=[] if case.target is None else [case.target],
-                      box_targets=[] if case.target is None else [case.target])
+                      seg_targets=[] if case.target is None else [case.target])
 
     def _layout(self) -> Sample:
         from .edits import layout_case
@@ -337,13 +331,15 @@ def region_sketch(obj: SceneObject, kind: str, rng: np.random.Generator) -> Sket
 
 
 def edit_reply(case, image_hw: tuple[int, int]) -> str:
-    """The invocation an EditCase is asked with. Edits of an object carry its box and a [SEG], which grounds the
-    object and conditions the editor; an add carries the box the user gave; a layout's boxes are in its text."""
+    """The invocation an EditCase is asked with. Edits of an object carry a [SEG], which grounds the object and
+    conditions the editor (no box: see _referring); an add carries the box the user gave; a layout's boxes are in
+    its text."""
     call = f"<module>{case.module}</module> <instruction>{case.task}: {case.instruction}</instruction>"
     if case.task == "layout":
         return call
-    call += f" <Region>{format_box(case.box_xyxy, image_hw)}</Region>"
-    return call if case.target is None else f"{call} [SEG]"
+    if case.target is not None:
+        return f"{call} [SEG]"
+    return f"{call} <Region>{format_box(case.box_xyxy, image_hw)}</Region>"
 
 
 def make_sample(scene: Scene, task: str, rng: np.random.Generator, attempts: int = 1) -> Sample | None:

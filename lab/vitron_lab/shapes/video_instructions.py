@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vitron_ros.core.masks import mask_to_box
-
-from .instructions import Sample, format_box, normalise_answer
+from .instructions import Sample, normalise_answer
 from .world import Clip
 
 VIDEO_TASKS = ("video_qa",)
@@ -58,10 +56,9 @@ def make_video_sample(clip: Clip, sampled: list[int], rng: np.random.Generator, 
             return None
         k = options[int(rng.integers(len(options)))]
         name = clip_name(clip, k)
-        box = format_box(mask_to_box(first[k]), first[k].shape)
-        reply = f"<module>segmenter</module> <instruction>segmentation: {name}</instruction> <Region>{box}</Region> [SEG]"
+        reply = f"<module>segmenter</module> <instruction>segmentation: {name}</instruction> [SEG]"
         # task "referring": packing files its [SEG] like a still image's (clip batches train the text only)
-        return Sample("referring", "video", f"segment {name}.", reply, answer=name, seg_targets=[k], box_targets=[k])
+        return Sample("referring", "video", f"segment {name}.", reply, answer=name, seg_targets=[k])
     if kind == "direction":
         options = []
         for k in range(len(specs)):

@@ -146,7 +146,7 @@ class TrainableVitron(nn.Module):
         return self.sam.image_encoder(self.sam.preprocess(images.permute(0, 3, 1, 2).float()))
 
     # -- forward -----------------------------------------------------------------------------------------------
-    def forward(self, batch: PackedBatch, scenes: list[Scene], prompts: list[UserPrompt], rng: np.random.Generator,
+    def forward(self, batch: PackedBatch, scenes: list[Scene], prompts: list[UserPrompt],
                 synergy_strength: float = 0.0, need_masks: bool = True, clips: np.ndarray | None = None,
                 ) -> dict[str, torch.Tensor]:
         losses: dict[str, torch.Tensor] = {}
@@ -165,7 +165,7 @@ class TrainableVitron(nn.Module):
             sam_features = self.sam_embeddings(images)
             aux_logits = self.aux_sam(sam_features).flatten(2).transpose(1, 2)
             losses["aux_sam"] = self._aux_loss(aux_logits, scenes, self.sam_patch)
-            losses.update(self._mask_losses(batch, hidden, sam_features, scenes, prompts, rng, synergy_strength))
+            losses.update(self._mask_losses(batch, hidden, sam_features, scenes, prompts, synergy_strength))
         return losses
 
     def _language(self, batch: PackedBatch, scenes: list[Scene], features: torch.Tensor) -> torch.Tensor:
@@ -215,7 +215,7 @@ class TrainableVitron(nn.Module):
             logits[..., n_colour:].flatten(0, 1), shapes.flatten()
         )
 
-    def _mask_losses(self, batch, hidden, sam_features, scenes, prompts, rng, synergy_strength):
+    def _mask_losses(self, batch, hidden, sam_features, scenes, prompts, synergy_strength):
         prompt_encoder = self.sam.prompt_encoder
         groups = []  # (scene indices, object indices, sparse tokens, dense)
         dense_shape = sam_features.shape[-2:]
@@ -235,20 +235,9 @@ class TrainableVitron(nn.Module):
                     out.update(self.synergy(invariant, specific, tasks, synergy_strength))
             else:
                 signal = projector(h)
-            for with_box in (True, False):
-                picked = [i for i, t in enumerate(batch.segs) if t.with_box == with_box]
-                if not picked:
-                    continue
-                targets = [batch.segs[i] for i in picked]
-                tokens = signal[picked][:, None]
-                if with_box:
-                    boxes = np.stack([_jitter_box(scenes[t.scene].objects[t.object_index].box_xyxy, rng, scenes[0].size)
-                                      for t in targets])
-                    sparse, dense = prompt_encoder(points=None, boxes=torch.as_tensor(boxes, dtype=torch.float32), masks=None)
-                    tokens = torch.cat([sparse, tokens], dim=1)
-                else:
-                    dense = no_mask(len(picked))
-                groups.append(("signal", [t.scene for t in targets], [t.object_index for t in targets], tokens, dense))
+            # the signal alone prompts SAM: no reply carries a box with its [SEG] (instructions._referring says why)
+            groups.append(("signal", [t.scene for t in batch.segs], [t.object_index for t in batch.segs],
+                           signal[:, None], no_mask(len(batch.segs))))
         for kind in ("point", "scribble", "box"):
             picked = [p for p in prompts if p.kind == kind]
             if not picked:
@@ -293,18 +282,6 @@ class TrainableVitron(nn.Module):
         bce = F.binary_cross_entropy_with_logits(logits, expanded, reduction="none").flatten(2).mean(-1)
         loss = bce + dice_per_mask(logits, expanded)
         return loss.min(dim=1).values.mean() + F.mse_loss(quality, iou_per_mask(logits, expanded))
-
-
-def _jitter_box(box_xyxy, rng: np.random.Generator, side: int) -> np.ndarray:
-    """The box an imperfect LLM might write: the true box moved by a few pixels at each edge."""
-    x1, y1, x2, y2 = box_xyxy
-    w, h = x2 - x1, y2 - y1
-    noise = rng.normal(0.0, 0.06, size=4) * np.array([w, h, w, h]) + rng.uniform(-1, 1, size=4)
-    jittered = np.array([x1, y1, x2, y2]) + noise
-    jittered = np.clip(jittered, 0, side)
-    if jittered[2] - jittered[0] < 2 or jittered[3] - jittered[1] < 2:
-        return np.array(box_xyxy, np.float32)
-    return jittered.astype(np.float32)
 
 
 def user_prompts(scenes: list[Scene], rng: np.random.Generator, per_scene: int = 2) -> list[UserPrompt]:

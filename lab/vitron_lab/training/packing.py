@@ -28,7 +28,6 @@ class SegTarget:
     position: int  # sequence position of the [SEG] token (its hidden state is the signal)
     object_index: int
     task: int  # index into SEG_TASKS
-    with_box: bool  # the reply carries the object's <Region> box with this [SEG] (SAM gets it as a box prompt)
 
 
 @dataclass
@@ -126,11 +125,10 @@ class Packer:
                 seg_positions = [start + j for j in range(reply_from, n) if ids[j] == self.seg_id]
                 if len(seg_positions) != len(sample.seg_targets):
                     raise ValueError(f"{sample.task} reply has {len(seg_positions)} [SEG] but {len(sample.seg_targets)} targets")
-                for k, (position, obj) in enumerate(zip(seg_positions, sample.seg_targets, strict=True)):
-                    with_box = k < len(sample.box_targets)
+                for position, obj in zip(seg_positions, sample.seg_targets, strict=True):
                     # an edit's [SEG] refers to one object, as a referring expression's does
                     task = SEG_TASKS.index(sample.task if sample.task in SEG_TASKS else "referring")
-                    segs.append(SegTarget(b, position, obj, task, with_box))
+                    segs.append(SegTarget(b, position, obj, task))
                 sketch_positions = [start + j for j in range(reply_from) if ids[j] == self.sketch_id]
                 if len(sketch_positions) != len(sample.sketch_targets):
                     raise ValueError(f"{len(sketch_positions)} <sketch> slots for {len(sample.sketch_targets)} sketches")

@@ -278,7 +278,7 @@ class Trainer:
             scenes, batch, prompts, rng, clips = self.make_batch(stage, step)
             for group in optimiser.param_groups:
                 group["lr"] = self._lr(stage, step)
-            losses = self.model(batch, scenes, prompts, rng, stage.synergy_strength, need_masks=need_masks, clips=clips)
+            losses = self.model(batch, scenes, prompts, stage.synergy_strength, need_masks=need_masks, clips=clips)
             total = sum(weight * losses[name] for name, weight in stage.losses.items() if name in losses)
             optimiser.zero_grad(set_to_none=True)
             total.backward()
@@ -310,6 +310,7 @@ class Trainer:
         names = stages if stages is not None else [s.name for s in self.config.stages]
         return TrainedWith(
             box_format=BOX_FORMAT, clip_frames=self.clip_sampling.frames, system_prompt=self.system_prompt,
+            box_prompt=False,  # replies carry no box with a [SEG]: the signal alone prompts the segmenter
             provenance={"trained_by": "vitron-lab train", "recipe_profile": self.config.profile,
                         "stages": {s.name: s.steps for s in self.config.stages if s.name in names},
                         "scene_size": self.scene_size, "batch_scenes": self.config.batch_scenes,

@@ -25,6 +25,9 @@ class TrainedWith:
     box_format: str | None = None  # "normalized" or "pixel", as its replies write <Region> boxes
     clip_frames: int | None = None  # frames per clip its video encoder was taught on
     system_prompt: str | None = None  # the system turn it was tuned with
+    # whether its segmenter learned to take a reply's <Region> box beside the [SEG] signal (None: published
+    # VITRON checkpoints, which do); false: the signal alone finds the object, and the box is not passed on
+    box_prompt: bool | None = None
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, stages, updates, ...: reported, not used
 
 

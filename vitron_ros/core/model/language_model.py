@@ -20,6 +20,7 @@ class LanguageModel(Protocol):
     config: LlmConfig  # resolved against the checkpoint's facts (model/facts.py): box_format is always set
     device: str
     clip_frames: int  # frames per clip its video encoder was taught on (the default clip sampling)
+    box_prompt: bool  # its segmenter takes a reply's <Region> box beside the [SEG] signal (False: the signal alone)
 
     @property
     def hidden_size(self) -> int: ...  # width of the LM's hidden states ([SEG] signals)

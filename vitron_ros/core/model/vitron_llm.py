@@ -68,7 +68,7 @@ class VitronLLM:
     """The `transformers` LLM backend (see language_model.LanguageModel for what the pipeline asks of it)."""
 
     def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print,
-                 clip_frames: int | None = None):
+                 clip_frames: int | None = None, box_prompt: bool | None = None):
         import torch
 
         from ..backends import load_encoder
@@ -81,6 +81,7 @@ class VitronLLM:
         self.heads = heads.to(device=device, dtype=model.dtype).eval() if heads is not None else None
         self.config = config
         self.clip_frames = clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
+        self.box_prompt = box_prompt is not False  # the segmenter was trained with the reply's box beside [SEG]
         self.device = device
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
@@ -120,7 +121,8 @@ class VitronLLM:
             box_format=agree("box_format", config.box_format, facts.box_format, where) or "normalized",
             system_prompt=agree("system_prompt", config.system_prompt, facts.system_prompt, where),
         )
-        return cls(model, processor, load_heads(path), config, device, runtime, progress, facts.clip_frames)
+        return cls(model, processor, load_heads(path), config, device, runtime, progress, facts.clip_frames,
+                   facts.box_prompt)
 
     def encoders(self) -> dict:
         return {self.vision.name: self.vision}
