@@ -78,7 +78,7 @@ def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoin
     import shutil
 
     from vitron_ros.core.config import load_profile
-    from vitron_ros.core.model.facts import FACTS_FILE, read_facts
+    from vitron_ros.core.model.facts import FACTS_FILE, read_facts, write_facts
     from vitron_ros.core.model.vitron_llm import VitronLLM
 
     config = load_profile("shapes").llm
@@ -94,4 +94,7 @@ def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoin
     shutil.copytree(config.model, copy)
     (copy / FACTS_FILE).write_text("{not json")
     with pytest.raises(CheckpointLoadError, match="not a readable facts file"):
+        VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))
+    write_facts(copy, dataclasses.replace(facts, video_pooling="frame_soup"))
+    with pytest.raises(CheckpointLoadError, match="pools clips with 'frame_soup', which this version does not know"):
         VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))

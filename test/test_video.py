@@ -43,6 +43,31 @@ def test_video_encoding_pools_frame_features_over_time(tiny_pipeline, scene):
     torch.testing.assert_close(video.features[grid * grid :], singles.mean(dim=1), rtol=1e-4, atol=1e-5)  # when
 
 
+def test_a_checkpoint_trained_on_frame_grids_gets_where_things_are_in_each_frame(tiny_pipeline, scene, monkeypatch):
+    """time_mean_frame_grid4 (the shapes LLM's facts name it): the same time-averaged patches, then each frame's
+    patches pooled to 4 x 4, so an object's position in each frame, and its motion, is in the tokens."""
+    from vitron_ros.core.model.video_pooling import VIDEO_POOLINGS
+
+    llm = tiny_pipeline.llm
+    monkeypatch.setattr(llm, "video_pooling", VIDEO_POOLINGS["time_mean_frame_grid4"])
+    frames = _clip(scene, 3)
+    video = llm.encode_video(frames)
+    singles = torch.stack([llm.encode_image(f).features for f in frames])  # (T, N, D)
+    grid, width = video.grid, singles.shape[-1]
+    assert video.features.shape[0] == grid * grid + 16 * 3
+    torch.testing.assert_close(video.spatial, singles.mean(dim=0), rtol=1e-4, atol=1e-5)
+    maps = singles.reshape(3, grid, grid, width)
+
+    def span(i):  # the patches a cell covers (adaptive pooling: they overlap when 4 does not divide the grid)
+        return slice(i * grid // 4, -(-(i + 1) * grid // 4))
+
+    for t, row, col in ((0, 0, 0), (1, 2, 3), (2, 3, 1)):  # frame t's cell (row, col) averages its patches
+        cell = maps[t, span(row), span(col)].mean(dim=(0, 1))
+        torch.testing.assert_close(video.features[grid * grid + 16 * t + 4 * row + col], cell, rtol=1e-4, atol=1e-5)
+    result, _ = tiny_pipeline.ask_clip(frames, "what moves?", ClipSampling(frames=3))  # the prompt holds them all
+    assert result.clip_frames == 3 and not any("token" in e for e in result.errors)
+
+
 def test_ask_clip_answers_and_follows_each_grounded_mask_through_the_clip(tiny_pipeline, scene):
     frames = _clip(scene)
     result, conversation = tiny_pipeline.ask_clip(frames, "segment the red box", ClipSampling(frames=3))

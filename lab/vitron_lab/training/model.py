@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitron_ros.core.model.video_pooling import named_pooling
+
 from ..shapes.world import COLOURS, SHAPES, Scene
 from .packing import SEG_TASKS, PackedBatch
 from .synergy import SynergyLoss
@@ -89,9 +91,10 @@ def decode_masks(sam, image_embeddings, sparse, dense):
 
 
 class TrainableVitron(nn.Module):
-    def __init__(self, llava, heads, sam):
+    def __init__(self, llava, heads, sam, video_pooling: str | None = None):
         super().__init__()
         self.llava, self.heads, self.sam = llava, heads, sam
+        self.video_pooling = named_pooling(video_pooling)  # clips become tokens as the runtime pools them
         width = llava.config.text_config.hidden_size
         classes = (len(COLOURS) + 1) + (len(SHAPES) + 1)
         # Auxiliary per-patch colour/shape probes: bind colour to shape early in both image encoders.
@@ -136,11 +139,11 @@ class TrainableVitron(nn.Module):
         return torch.stack(list(out.pooler_output))
 
     def video_features(self, clips: torch.Tensor) -> torch.Tensor:
-        """(B, T, H, W, 3) uint8 frames -> (B, N + T, D): VitronLLM.encode_video's pooling, batched."""
+        """(B, T, H, W, 3) uint8 frames -> (B, M, D): VitronLLM.encode_video's pooling, batched."""
         b, t = clips.shape[:2]
         frames = self.image_features(clips.flatten(0, 1))
         frames = frames.view(b, t, *frames.shape[1:])
-        return torch.cat([frames.mean(dim=1), frames.mean(dim=2)], dim=1)
+        return self.video_pooling.pool(frames, int(round(frames.shape[2] ** 0.5)))
 
     def sam_embeddings(self, images: torch.Tensor) -> torch.Tensor:
         return self.sam.image_encoder(self.sam.preprocess(images.permute(0, 3, 1, 2).float()))

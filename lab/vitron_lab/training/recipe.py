@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vitron_ros.core.config import build_checked, read_yaml
 from vitron_ros.core.errors import VitronInputError
+from vitron_ros.core.model.video_pooling import DEFAULT_VIDEO_POOLING, VIDEO_POOLINGS
 
 from ..shapes.instructions import TASKS
 from ..shapes.video_instructions import VIDEO_TASKS
@@ -50,6 +51,7 @@ class TrainConfig:
     stages: tuple[StageConfig, ...]
     architecture: TinyBuildConfig = TinyBuildConfig()  # sizes of the random model training starts from
     system_prompt: str | None = None  # the system turn samples are packed with (None: the runtime's default)
+    video_pooling: str = DEFAULT_VIDEO_POOLING  # how clip features become video tokens (vitron_ros...video_pooling)
     seed: int = 0
     batch_scenes: int = 16  # images per update
     turns_per_scene: int = 4  # single-turn samples packed on each image's shared prefix
@@ -118,6 +120,9 @@ def load_recipe(path: str | os.PathLike) -> TrainConfig:
     if raw.get("video_generator") is not None:
         raw["video_generator"] = build_checked(VideoGeneratorTrainConfig, raw["video_generator"],
                                                f"{path.name}: video_generator")
+    if raw.get("video_pooling", DEFAULT_VIDEO_POOLING) not in VIDEO_POOLINGS:
+        raise VitronInputError(f"training recipe {path}: video_pooling {raw['video_pooling']!r} is not one of "
+                               f"{sorted(VIDEO_POOLINGS)}")
     order = [STAGE_NAMES.index(s.name) for s in parsed]
     if order != sorted(order) or len(set(order)) != len(order):
         raise VitronInputError(f"training recipe {path}: stages must be distinct and in VITRON's order {STAGE_NAMES}")

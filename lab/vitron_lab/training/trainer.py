@@ -69,7 +69,7 @@ def build_initial(cfg: TinyBuildConfig, folder: Path) -> None:
     save_state(build_sam("tiny", cfg.sam_size()).state_dict(), folder / "sam.safetensors")
 
 
-def load_trainable(folder: Path, seed: int = 0) -> tuple[TrainableVitron, object]:
+def load_trainable(folder: Path, seed: int = 0, video_pooling: str | None = None) -> tuple[TrainableVitron, object]:
     """The model from a checkpoint folder through the loaders the pipeline uses; returns (model, processor)."""
     from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -81,7 +81,7 @@ def load_trainable(folder: Path, seed: int = 0) -> tuple[TrainableVitron, object
     heads = load_heads(folder / "llava")
     sam = load_sam("tiny", folder / "sam.safetensors")
     torch.manual_seed(seed + 3)  # the training-only probes and discriminator start the same every run
-    return TrainableVitron(llava, heads, sam).train(), processor
+    return TrainableVitron(llava, heads, sam, video_pooling).train(), processor
 
 
 def save_state(state: dict, path: Path) -> None:
@@ -135,20 +135,24 @@ class Trainer:
                 shutil.rmtree(init)
             shutil.move(str(staging / "init"), init)
             shutil.rmtree(staging, ignore_errors=True)
-        self.model, self.processor = load_trainable(init, config.architecture.seed)
+        self.model, self.processor = self._load(init)
         self.clip_sampling = ClipSampling()
         # the system turn every sample is packed with: the recipe's, else the runtime's default (every module)
         self.system_prompt = config.system_prompt or SYSTEM_PROMPT
         self._make_packers()
         self.scene_size = self.model.llava.config.vision_config.image_size
 
+    def _load(self, folder: Path) -> tuple[TrainableVitron, object]:
+        return load_trainable(folder, self.config.architecture.seed, self.config.video_pooling)
+
     def _make_packers(self) -> None:
         system = self.system_prompt
         vision = self.model.llava.config.vision_config
         grid = vision.image_size // vision.patch_size
         self.packer = Packer(self.processor.tokenizer, system, grid * grid)
-        # clips: the grid of time-pooled patches, then one token per sampled frame
-        self.clip_packer = Packer(self.processor.tokenizer, system, grid * grid + self.clip_sampling.frames)
+        # clips: the grid of time-pooled patches, then the pooling's per-frame tokens
+        clip_tokens = self.model.video_pooling.tokens(grid, self.clip_sampling.frames)
+        self.clip_packer = Packer(self.processor.tokenizer, system, clip_tokens)
 
     def _say(self, text: str) -> None:
         if self.progress:
@@ -178,11 +182,11 @@ class Trainer:
             if not (folder / "sam.safetensors").is_file():
                 raise VitronInputError(f"stage {stage.name!r} starts from the profile's checkpoint, and {folder} "
                                        "has no llava/ and sam.safetensors")
-            self.model, self.processor = load_trainable(folder, self.config.architecture.seed)
+            self.model, self.processor = self._load(folder)
             self._make_packers()
             return
         if index == 0:
-            self.model, self.processor = load_trainable(self.work_dir / "init", self.config.architecture.seed)
+            self.model, self.processor = self._load(self.work_dir / "init")
             return
         previous = self.config.stages[index - 1].name
         if not self.is_done(previous):
@@ -311,6 +315,7 @@ class Trainer:
         return TrainedWith(
             box_format=BOX_FORMAT, clip_frames=self.clip_sampling.frames, system_prompt=self.system_prompt,
             box_prompt=False,  # replies carry no box with a [SEG]: the signal alone prompts the segmenter
+            video_pooling=self.config.video_pooling,
             provenance={"trained_by": "vitron-lab train", "recipe_profile": self.config.profile,
                         "stages": {s.name: s.steps for s in self.config.stages if s.name in names},
                         "scene_size": self.scene_size, "batch_scenes": self.config.batch_scenes,

@@ -28,6 +28,7 @@ class TrainedWith:
     # whether its segmenter learned to take a reply's <Region> box beside the [SEG] signal (None: published
     # VITRON checkpoints, which do); false: the signal alone finds the object, and the box is not passed on
     box_prompt: bool | None = None
+    video_pooling: str | None = None  # how clip features became video tokens (model/video_pooling.py; None: VITRON's)
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, stages, updates, ...: reported, not used
 
 

@@ -22,6 +22,7 @@ from ..geometry import Letterbox
 from ..video import ClipSampling
 from .facts import agree, read_facts
 from .heads import load_heads, region_grid_weights
+from .video_pooling import named_pooling
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ImageEncoding:
     features: object  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
     grid: int
     letterbox: Letterbox
-    frames: int = 1  # a clip's encoding: grid * grid time-pooled patches followed by one token per frame
+    frames: int = 1  # a clip's encoding: grid * grid time-pooled patches, then its pooling's per-frame tokens
 
     @property
     def spatial(self):
@@ -68,7 +69,7 @@ class VitronLLM:
     """The `transformers` LLM backend (see language_model.LanguageModel for what the pipeline asks of it)."""
 
     def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print,
-                 clip_frames: int | None = None, box_prompt: bool | None = None):
+                 clip_frames: int | None = None, box_prompt: bool | None = None, video_pooling: str | None = None):
         import torch
 
         from ..backends import load_encoder
@@ -82,6 +83,7 @@ class VitronLLM:
         self.config = config
         self.clip_frames = clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
         self.box_prompt = box_prompt is not False  # the segmenter was trained with the reply's box beside [SEG]
+        self.video_pooling = named_pooling(video_pooling)  # how its video encoder turns clips into tokens
         self.device = device
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
@@ -122,7 +124,7 @@ class VitronLLM:
             system_prompt=agree("system_prompt", config.system_prompt, facts.system_prompt, where),
         )
         return cls(model, processor, load_heads(path), config, device, runtime, progress, facts.clip_frames,
-                   facts.box_prompt)
+                   facts.box_prompt, facts.video_pooling)
 
     def encoders(self) -> dict:
         return {self.vision.name: self.vision}
@@ -155,13 +157,12 @@ class VitronLLM:
         return ImageEncoding(features=features[0], grid=grid, letterbox=letterbox)
 
     def encode_video(self, frames: list[np.ndarray]) -> ImageEncoding:
-        """T frames of one size -> frame features pooled over time, as Video-ChatGPT pools them.
-
-        Tokens: the grid * grid patch features averaged over the T frames (what is where), then one token per frame,
-        its patches averaged (what changes when). The LLM reads them where a still image's patches would go.
+        """T frames of one size -> frame features pooled as the checkpoint was trained (video_pooling.py; VITRON's:
+        Video-ChatGPT's). Tokens: the grid * grid patch features averaged over the T frames (what is where), then
+        per-frame tokens (what changes when). The LLM reads them where a still image's patches would go.
         """
         features, grid, letterbox = self._patch_features(frames)  # (T, N, D)
-        pooled = self._torch.cat([features.mean(dim=0), features.mean(dim=1)])
+        pooled = self.video_pooling.pool(features, grid)
         return ImageEncoding(features=pooled, grid=grid, letterbox=letterbox, frames=len(frames))
 
     def _patch_features(self, images: list[np.ndarray]):
