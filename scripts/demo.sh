@@ -18,6 +18,6 @@ export VITRON_CACHE=${VITRON_CACHE:-$PWD/.venv/vitron_cache}
 # An edit of the same scene: the blue square recoloured red, on the invocation the LLM is taught (--reply; the
 # LLM still computes the [SEG] state and the segmenter grounds the square): before.png, edited.png, result.json.
 .venv/bin/vitron edit assets/shapes_scene.png "make the blue square red." --profile shapes --out demo_out/edit \
-  --reply "<module>editor</module> <instruction>recolour: the blue square to red</instruction> <Region>[0.31, 0.67, 0.52, 0.89]</Region> [SEG]"
+  --reply "<module>editor</module> <instruction>recolour: the blue square to red</instruction> [SEG]"
 .venv/bin/vitron track assets/shapes_clip.avi --track "the red circle" --ask "how many objects are in the video?" \
   --profile shapes --out demo_out/track "$@"

@@ -72,13 +72,15 @@ def test_a_tiny_sam_checkpoint_carries_its_sizes_in_its_tensors(tmp_path):
 
 
 def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoint(tmp_path):
-    """The shipped shapes LLM's facts file sets what its profile leaves out; a profile that contradicts the
-    checkpoint is refused by name; a broken facts file is a load error, not a silent default."""
+    """The shipped shapes LLM's facts file sets what its profile leaves out, and how it pools clips and prompts the
+    segmenter; a profile that contradicts the checkpoint is refused by name; a broken facts file (or one naming a
+    pooling this version lacks, or a fact of the wrong type) is a load error, not a silent default."""
     import dataclasses
     import shutil
 
     from vitron_ros.core.config import load_profile
     from vitron_ros.core.model.facts import FACTS_FILE, read_facts, write_facts
+    from vitron_ros.core.model.video_pooling import VIDEO_POOLINGS
     from vitron_ros.core.model.vitron_llm import VitronLLM
 
     config = load_profile("shapes").llm
@@ -88,6 +90,8 @@ def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoin
     assert (llm.config.box_format, llm.config.system_prompt, llm.clip_frames) == (
         facts.box_format, facts.system_prompt, facts.clip_frames) == (
         "normalized", "You are VITRON, a pixel-level vision assistant.", 8)
+    assert (llm.box_prompt, facts.box_prompt, facts.video_pooling) == (False, False, "time_mean_frame_grid4")
+    assert llm.video_pooling is VIDEO_POOLINGS["time_mean_frame_grid4"]
     with pytest.raises(CheckpointLoadError, match="trained with box_format='normalized' but the profile sets 'pixel'"):
         VitronLLM.from_pretrained(dataclasses.replace(config, box_format="pixel"))
     copy = tmp_path / "llava"
@@ -97,4 +101,7 @@ def test_the_llm_takes_box_format_system_turn_and_clip_length_from_its_checkpoin
         VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))
     write_facts(copy, dataclasses.replace(facts, video_pooling="frame_soup"))
     with pytest.raises(CheckpointLoadError, match="pools clips with 'frame_soup', which this version does not know"):
+        VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))
+    write_facts(copy, dataclasses.replace(facts, box_prompt="false"))
+    with pytest.raises(CheckpointLoadError, match="box_prompt must be a bool or null, not 'false'"):
         VitronLLM.from_pretrained(dataclasses.replace(config, model=str(copy)))

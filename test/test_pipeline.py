@@ -82,6 +82,10 @@ def test_the_reply_box_goes_beside_the_signal_only_where_the_checkpoint_learned_
     assert [m.source for m in result.masks] == [SOURCE_EMBEDDING]
     assert calls[-1].box_xyxy is None and calls[-1].embedding is not None
     assert result.invocations[0].box_xyxy is not None  # what the LLM wrote is still reported
+    add = ("<module>editor</module> <instruction>add: a red circle</instruction> "
+           "<Region>[0.10, 0.10, 0.30, 0.30]</Region> [SEG]")
+    tiny_pipeline.ground_reply(scene, "add a red circle", add)  # an add's box says where: it is kept
+    assert calls[-1].task == "add" and calls[-1].box_xyxy is not None
 
 
 def test_everything_invocation_and_format_errors_in_one_reply(tiny_pipeline, scene):

@@ -11,7 +11,7 @@ from vitron_ros.core.errors import VitronInputError
 
 
 def _stage_loss(trainer, stage, batch_parts):
-    scenes, batch, prompts, _, clips = batch_parts
+    scenes, batch, prompts, clips = batch_parts
     losses = trainer.model(batch, scenes, prompts, stage.synergy_strength, clips=clips)
     return sum(w * losses[n] for n, w in stage.losses.items() if n in losses), losses
 
@@ -160,4 +160,8 @@ def test_recipe_errors_name_the_bad_key(tmp_path):
         load_recipe(path)
     path.write_text("profile: shapes\nbatch: 3\nstages:\n  - {name: align, steps: 5, tasks: {caption: 1}, train: [lm], losses: {text: 1}}\n")
     with pytest.raises(VitronInputError, match="unknown key"):
+        load_recipe(path)
+    path.write_text("profile: shapes\nvideo_pooling: frame_soup\n"
+                    "stages:\n  - {name: align, steps: 5, tasks: {caption: 1}, train: [lm], losses: {text: 1}}\n")
+    with pytest.raises(VitronInputError, match="video_pooling 'frame_soup' is not one of"):
         load_recipe(path)

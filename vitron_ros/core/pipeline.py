@@ -452,8 +452,8 @@ class VitronPipeline:
         if needs_prompt and embedding is None and invocation.box_xyxy is None:
             why = "this checkpoint has no signal projector" if invocation.seg_index is not None else "no [SEG]"
             return None, None, f"nothing to prompt the {self.grounder} with ({why} and no <Region> box)"
-        # a checkpoint whose segmenter learned to find the object from the signal alone does not get the box too
-        box = invocation.box_xyxy if embedding is None or self.llm.box_prompt else None
+        # a checkpoint whose segmenter learned to find the object from the signal alone grounds without the box
+        box = None if needs_prompt and embedding is not None and not self.llm.box_prompt else invocation.box_xyxy
         source = SOURCE_EMBEDDING_AND_BOX if (embedding is not None and box) else (
             SOURCE_EMBEDDING if embedding is not None else SOURCE_TEXT_BOX
         )

@@ -55,7 +55,7 @@ class _Tally:
 
     def __init__(self):
         self.referring = {"all": SegmentationScore(), "attribute": SegmentationScore(), "relational": SegmentationScore()}
-        self.text_box = SegmentationScore()  # the LLM's <Region> box alone, as a mask: how much SAM adds
+        self.text_box = SegmentationScore()  # a <Region> box the LLM wrote, alone as a mask (replies that have one)
         self.vqa = {t: Accuracy() for t in VQA_TYPES}
         self.region = {k: Accuracy() for k in ("point", "box", "scribble")}
         self.validity = Accuracy()
@@ -105,12 +105,12 @@ def evaluate_shapes(pipeline, scenes: int = 200, seed_base: int = EVAL_SEED_BASE
             pred = _answer_mask(result, *hw)
             valid = _valid_invocation(pipeline, result.raw_reply, hw, "segmentation")
             boxes = [inv.box_xyxy for inv in result.invocations if inv.box_xyxy is not None]
-            box_mask = box_to_mask(boxes[0], *hw) if boxes else np.zeros(hw, bool)
             for tally in tallies:
                 tally.referring["all"].add(pred, target)
                 tally.referring[sample.kind].add(pred, target)
                 tally.validity.add(valid)
-                tally.text_box.add(box_mask, target)
+                if boxes:  # taught box-free replies; a box the LLM writes anyway is scored on its own
+                    tally.text_box.add(box_to_mask(boxes[0], *hw), target)
 
         everything = maker.make("everything")
         query = pipeline._begin(scene.image, everything.request, [], None)

@@ -60,9 +60,7 @@ def video_edit_case(seed: int, task: str, frames: int, size: int = 64):
         masks.append(clip.masks[t][target])
     name = f"the {spec.colour} {spec.shape}"
     instruction = f"remove: {name}" if task == "remove" else f"recolour: {name} to {new_colour}"
-    ys, xs = np.nonzero(clip.masks[0][target])
-    box = ", ".join(f"{v:.3f}" for v in (xs.min() / size, ys.min() / size, (xs.max() + 1) / size, (ys.max() + 1) / size))
-    reply = f"<module>editor</module> <instruction>{instruction}</instruction> <Region>[{box}]</Region> [SEG]"
+    reply = f"<module>editor</module> <instruction>{instruction}</instruction> [SEG]"  # as the shapes LLM is taught
     request = f"remove {name}." if task == "remove" else f"make {name} {new_colour}."
     return clip, target, request, reply, truth, masks, new_colour
 

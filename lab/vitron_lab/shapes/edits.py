@@ -50,7 +50,7 @@ class EditCase:
     truth: np.ndarray  # (H, W, 3) uint8 the right result (for layouts: one right result)
     target: int | None = None  # index of the edited object in the scene
     mask: np.ndarray | None = None  # the target's visible mask: what the segmenter should find
-    box_xyxy: tuple[float, float, float, float] | None = None  # the invocation's <Region> (target's box or add box)
+    box_xyxy: tuple[float, float, float, float] | None = None  # the target's box, or an add's <Region> box
     expect: list[Expected] = field(default_factory=list)
     gone: tuple[str, np.ndarray] | None = None  # (colour, pixels) where the target must no longer be
     region: np.ndarray | None = None  # (H, W) bool: the pixels the edit may change, planned from the true mask

@@ -3,7 +3,8 @@
 Tasks (the VITRON training stages pick mixtures of them):
   caption      "describe the image."                -> "a large red circle at the top left, ... on a striped background."
   vqa          count / colour / shape / position / relation / largest questions -> a short answer
-  referring    "segment the red circle left of the square." -> an invocation with a box and [SEG]
+  referring    "segment the red circle left of the square." -> a segmenter invocation with [SEG] (no box: see
+               InstructionMaker._referring)
   everything   "segment everything."                -> the segmenter's everything invocation
   region       "what is this?" + a point, box or scribble sketch -> "a red circle"
   grounded     "describe the image with masks."     -> "<p> a red circle </p> [SEG], ..."
@@ -12,7 +13,7 @@ Tasks (the VITRON training stages pick mixtures of them):
                (text only, unrelated to the image: the from-scratch LM learns to read and copy the request,
                which a pretrained Vicuna brings along; without it the LM answers from the image alone)
   edit         "make the red circle blue." -> an editor invocation (remove, recolour, replace, move with the
-               object's box and [SEG]; add with the box the user gave)
+               object's [SEG]; add with the box the user gave)
   layout       "draw a red circle in [0.10, ...] and ..." -> the generator's layout invocation with those boxes
 
 Replies are written exactly as the pipeline's parser reads them (invocation.py), boxes normalised to the

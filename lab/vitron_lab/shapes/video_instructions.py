@@ -4,8 +4,8 @@
     count      "how many objects are in the video?"   -> "2"
     colour     "what colour is the square?"           -> "blue"   (the only square)
     shape      "what shape is the red object?"        -> "circle" (the only red object)
-    referring  "segment the red circle."              -> the segmenter invocation with its box in the first frame
-               (video referring segmentation: the pipeline grounds it on the key frame and tracks it through the clip)
+    referring  "segment the red circle."              -> the segmenter invocation with its [SEG] (video referring
+               segmentation: the pipeline grounds it on the key frame and tracks it through the clip)
 
 Direction compares the object's centre in the first and last frames the video encoder sees; it is asked only where
 one axis dominates (moved at least MIN_TRAVEL of the side along it, and twice as far as along the other), so every

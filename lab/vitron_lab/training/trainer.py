@@ -25,7 +25,8 @@ import torch
 from vitron_ros.core.config import ProfileConfig, load_profile
 from vitron_ros.core.conversation import SYSTEM_PROMPT
 from vitron_ros.core.errors import VitronInputError
-from vitron_ros.core.model.facts import TrainedWith, write_facts
+from vitron_ros.core.model.facts import TrainedWith, read_facts, write_facts
+from vitron_ros.core.model.video_pooling import DEFAULT_VIDEO_POOLING
 from vitron_ros.core.model.weights import readable_by_all, replacing_folder
 from vitron_ros.core.video import ClipSampling
 
@@ -182,6 +183,11 @@ class Trainer:
             if not (folder / "sam.safetensors").is_file():
                 raise VitronInputError(f"stage {stage.name!r} starts from the profile's checkpoint, and {folder} "
                                        "has no llava/ and sam.safetensors")
+            pooling = read_facts(folder / "llava").video_pooling or DEFAULT_VIDEO_POOLING
+            if pooling != self.config.video_pooling:
+                raise VitronInputError(
+                    f"stage {stage.name!r} starts from the profile's checkpoint, which pools clips with {pooling!r}; "
+                    f"this recipe pools them with {self.config.video_pooling!r}: train from stage 1 (--stage all)")
             self.model, self.processor = self._load(folder)
             self._make_packers()
             return
@@ -197,7 +203,7 @@ class Trainer:
         load_state(self.model, self.stage_dir(previous) / "final.safetensors")
 
     def make_batch(self, stage: StageConfig, step: int):
-        """(scenes, packed batch, user prompts, rng, clip frames or None) for update `step` of `stage`."""
+        """(scenes, packed batch, user prompts, clip frames or None) for update `step` of `stage`."""
         stage_index = STAGE_NAMES.index(stage.name)
         rng = np.random.default_rng([self.config.seed, stage_index, step])
         if stage.clip_share and rng.random() < stage.clip_share:
@@ -217,7 +223,7 @@ class Trainer:
                 scenes.append(scene)
                 samples.append(turns)
         prompts = user_prompts(scenes, rng, stage.user_prompts) if stage.user_prompts else []
-        return scenes, self.packer.pack(scenes, samples), prompts, rng, None
+        return scenes, self.packer.pack(scenes, samples), prompts, None
 
     def make_clip_batch(self, stage: StageConfig, rng: np.random.Generator):
         """Questions about moving-shapes clips; the frames the video encoder sees are sampled as ask_clip samples."""
@@ -230,7 +236,7 @@ class Trainer:
             if turns:
                 clips.append(np.stack([clip.frames[i] for i in sampled]))
                 samples.append(turns)
-        return [None] * len(clips), self.clip_packer.pack(clips, samples), [], rng, np.stack(clips)
+        return [None] * len(clips), self.clip_packer.pack(clips, samples), [], np.stack(clips)
 
     def _optimiser(self, stage: StageConfig):
         groups = self.model.groups()
@@ -279,7 +285,7 @@ class Trainer:
         bar = tqdm(range(start, stage.steps), initial=start, total=stage.steps, desc=f"stage {stage.name}",
                    disable=not self.progress, dynamic_ncols=True)
         for step in bar:
-            scenes, batch, prompts, rng, clips = self.make_batch(stage, step)
+            scenes, batch, prompts, clips = self.make_batch(stage, step)
             for group in optimiser.param_groups:
                 group["lr"] = self._lr(stage, step)
             losses = self.model(batch, scenes, prompts, stage.synergy_strength, need_masks=need_masks, clips=clips)

@@ -2,7 +2,8 @@
 
 Whoever trains a VITRON LLM (the lab's trainer, or a user fine-tuning their own) writes `vitron_facts.json` into the
 checkpoint folder: how its replies write boxes, how many frames its video encoder was taught on, the system turn
-it was tuned with, and free-form provenance (recipe, stages, updates). The loader reads it; a profile may still
+it was tuned with, how its clips become tokens (video_pooling.py), whether its segmenter takes a reply's box beside
+the [SEG] signal, and free-form provenance (recipe, stages, updates). The loader reads it; a profile may still
 state a value, and a profile that contradicts its checkpoint is refused rather than silently obeyed. The segmenter's
 prompt width travels in the VITRON heads' own metadata, a tiny SAM's sizes in its tensors' shapes.
 """
@@ -38,10 +39,15 @@ def read_facts(folder: str | Path) -> TrainedWith:
     if not path.is_file():
         return TrainedWith()
     try:
-        raw = json.loads(path.read_text())
-        return TrainedWith(**raw)
+        facts = TrainedWith(**json.loads(path.read_text()))
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointLoadError(f"{path} is not a readable facts file: {exc}") from None
+    for name, kind in (("box_prompt", bool), ("clip_frames", int), ("box_format", str), ("system_prompt", str),
+                       ("video_pooling", str)):
+        value = getattr(facts, name)
+        if value is not None and type(value) is not kind:
+            raise CheckpointLoadError(f"{path}: {name} must be a {kind.__name__} or null, not {value!r}")
+    return facts
 
 
 def write_facts(folder: str | Path, facts: TrainedWith) -> None:

@@ -34,23 +34,25 @@ def _video_chatgpt(features, grid: int):
     return torch.cat([features.mean(dim=-3), features.mean(dim=-2)], dim=-2)
 
 
-def _time_mean_frame_grid(cells: int):
+def _time_mean_frame_grid(cells: int) -> VideoPooling:
     def pool(features, grid: int):
         import torch
         import torch.nn.functional as F
 
         *lead, frames, n, width = features.shape
+        if n != grid * grid:
+            raise ValueError(f"{n} patch features per frame are not a {grid} x {grid} grid")
         maps = features.reshape(-1, grid, grid, width).permute(0, 3, 1, 2)  # (L * T, D, grid, grid)
         coarse = F.adaptive_avg_pool2d(maps, cells).flatten(2).transpose(1, 2)  # (L * T, cells^2, D), row-major
         coarse = coarse.reshape(*lead, frames * cells * cells, width)
         return torch.cat([features.mean(dim=-3), coarse], dim=-2)
 
-    return pool
+    return VideoPooling(pool, lambda grid, frames: grid * grid + cells * cells * frames)
 
 
 VIDEO_POOLINGS: dict[str, VideoPooling] = {
     "video_chatgpt": VideoPooling(_video_chatgpt, lambda grid, frames: grid * grid + frames),
-    "time_mean_frame_grid4": VideoPooling(_time_mean_frame_grid(4), lambda grid, frames: grid * grid + 16 * frames),
+    "time_mean_frame_grid4": _time_mean_frame_grid(4),
 }
 
 

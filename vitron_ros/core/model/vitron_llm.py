@@ -29,7 +29,8 @@ from .video_pooling import named_pooling
 class ImageEncoding:
     """Projected patch features of one image, as the LLM sees it."""
 
-    features: object  # torch.Tensor (N, D): N = grid * grid patches, row-major (y, x), in LLM width D
+    features: object  # torch.Tensor (M, D) in LLM width D: an image's grid * grid patches, row-major (y, x); a clip's
+    # M tokens start with those patches time-pooled (video_pooling.py)
     grid: int
     letterbox: Letterbox
     frames: int = 1  # a clip's encoding: grid * grid time-pooled patches, then its pooling's per-frame tokens
@@ -109,6 +110,9 @@ class VitronLLM:
         from transformers import AutoProcessor, LlavaForConditionalGeneration
 
         path = resolve_model_path(config.model, config.revision, fetch_hint)
+        facts = read_facts(path)  # checked before the weights load: a checkpoint this version cannot read fails fast
+        where = f"LLM checkpoint {path}"
+        named_pooling(facts.video_pooling, where)
         name = runtime.dtype_for(config.dtype, device) if runtime is not None else config.dtype
         dtype = getattr(torch, name) if device.startswith("cuda") else torch.float32
         try:
@@ -116,8 +120,6 @@ class VitronLLM:
             model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
         except Exception as exc:
             raise CheckpointLoadError(f"cannot load LLaVA checkpoint {path}: {type(exc).__name__}: {exc}") from None
-        facts = read_facts(path)
-        where = f"LLM checkpoint {path}"
         config = dataclasses.replace(
             config,
             box_format=agree("box_format", config.box_format, facts.box_format, where) or "normalized",
