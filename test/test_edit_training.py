@@ -77,12 +77,11 @@ def test_edit_and_layout_samples_for_the_llm():
     assert layout.reply.startswith("<module>generator</module> <instruction>layout: <p>")
 
 
-def test_recipe_reads_the_diffusion_section_and_the_edit_and_refer_stages(tmp_path):
+def test_recipe_reads_the_diffusion_section_and_the_edit_stage(tmp_path):
     from vitron_lab.training.recipe import load_recipe
 
     recipe = load_recipe("lab/config/train_shapes.yaml")
-    assert [s.name for s in recipe.stages[-2:]] == ["edit", "refer"]
-    assert all(s.start == "profile" for s in recipe.stages[-2:])
+    assert recipe.stages[-1].name == "edit" and recipe.stages[-1].start == "profile"
     assert recipe.diffusion.resolution == 64 and recipe.diffusion.unet_channels == (32, 64, 64)
     path = tmp_path / "recipe.yaml"
     stage = "  - {name: align, steps: 5, tasks: {caption: 1}, train: [lm], losses: {text: 1}"

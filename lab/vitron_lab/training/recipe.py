@@ -21,10 +21,8 @@ from .video_generator_training import VideoGeneratorTrainConfig
 LOSSES = ("text", "aux_vision", "aux_sam", "mask_signal", "mask_prompt", "quality", "synergy_adv", "synergy_spec")
 # VITRON's five stages in order, then `video`: questions about clips through the video encoder (the paper trains
 # video data within its stages; here the still-image model is taught clips afterwards, as a sixth stage), then
-# `edit`: the editor's and generator's invocations, taught to a trained model (it may start from the shipped one),
-# then `refer`: referring and edit replies without their old <Region> box, the [SEG] signal alone finding the
-# object, taught to a trained model (it may start from the shipped one)
-STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy", "video", "edit", "refer")
+# `edit`: the editor's and generator's invocations, taught to a trained model (it may start from the shipped one)
+STAGE_NAMES = ("align", "invocation", "decoder", "grounding", "synergy", "video", "edit")
 STARTS = ("previous", "profile")
 
 
