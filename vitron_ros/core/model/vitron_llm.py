@@ -20,7 +20,7 @@ from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
 from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
 from ..geometry import Letterbox
 from ..video import ClipSampling
-from .facts import agree, read_facts
+from .facts import TrainedWith, agree, read_facts
 from .heads import load_heads, region_grid_weights
 from .video_pooling import named_pooling
 
@@ -70,7 +70,7 @@ class VitronLLM:
     """The `transformers` LLM backend (see language_model.LanguageModel for what the pipeline asks of it)."""
 
     def __init__(self, model, processor, heads, config: LlmConfig, device: str = "cpu", runtime=None, progress=print,
-                 clip_frames: int | None = None, box_prompt: bool | None = None, video_pooling: str | None = None):
+                 facts: TrainedWith | None = None):
         import torch
 
         from ..backends import load_encoder
@@ -82,9 +82,10 @@ class VitronLLM:
         self.tokenizer = processor.tokenizer
         self.heads = heads.to(device=device, dtype=model.dtype).eval() if heads is not None else None
         self.config = config
-        self.clip_frames = clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
-        self.box_prompt = box_prompt is not False  # the segmenter was trained with the reply's box beside [SEG]
-        self.video_pooling = named_pooling(video_pooling)  # how its video encoder turns clips into tokens
+        facts = facts or TrainedWith()  # what the checkpoint was trained with (none: VITRON's defaults)
+        self.clip_frames = facts.clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
+        self.box_prompt = facts.box_prompt is not False  # the segmenter was trained with the reply's box beside [SEG]
+        self.video_pooling = named_pooling(facts.video_pooling)  # how its video encoder turns clips into tokens
         self.device = device
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
@@ -125,8 +126,7 @@ class VitronLLM:
             box_format=agree("box_format", config.box_format, facts.box_format, where) or "normalized",
             system_prompt=agree("system_prompt", config.system_prompt, facts.system_prompt, where),
         )
-        return cls(model, processor, load_heads(path), config, device, runtime, progress, facts.clip_frames,
-                   facts.box_prompt, facts.video_pooling)
+        return cls(model, processor, load_heads(path), config, device, runtime, progress, facts)
 
     def encoders(self) -> dict:
         return {self.vision.name: self.vision}
