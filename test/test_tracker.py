@@ -177,6 +177,25 @@ def test_a_prompt_that_does_not_fit_the_first_frame_is_dropped_with_a_reason(sam
     assert tracks.errors == [f"{far} removed: box (10, 10, 500, 30) lies outside the 80x48 image"]
 
 
+def test_the_distractor_loss_is_the_probability_a_track_gives_the_other_objects():
+    import torch
+
+    from vitron_lab.training.tracker_training import _covered_loss
+
+    target, other = np.zeros((8, 8), bool), np.zeros((8, 8), bool)
+    target[:4, :4], other[4:, 4:] = True, True
+    truth = torch.as_tensor(target, dtype=torch.float32)[None, None]
+    everything, on_target = torch.full((1, 1, 8, 8), 20.0), torch.where(truth > 0, 20.0, -20.0)
+    assert _covered_loss(everything, truth, [target, other]).item() == pytest.approx(1.0)  # covers the other fully
+    assert _covered_loss(on_target, truth, [other]).item() == pytest.approx(0.0, abs=1e-6)
+    half = on_target.clone()
+    half[..., 4:6, 4:] = 20.0  # half of the other object's rows
+    assert _covered_loss(half, truth, [other]).item() == pytest.approx(0.5)
+    assert _covered_loss(everything, truth, []).item() == 0.0  # no other object in view: nothing to charge
+    # at the logits' lower resolution the other mask is area-averaged; where it overlaps the target it is not charged
+    assert _covered_loss(torch.full((1, 1, 4, 4), 20.0), truth[..., ::2, ::2], [target]).item() == 0.0
+
+
 def test_tracker_training_starts_with_its_memory_priors_and_saves_a_loadable_model(tmp_path):
     """`vitron train --stage tracker` in miniature: the priors are in place before the first update, the
     feature-scale penalty is part of the loss, and the saved folder loads through the published-checkpoint path."""
@@ -209,12 +228,14 @@ def test_tracker_training_starts_with_its_memory_priors_and_saves_a_loadable_mod
         assert torch.equal(attention.q_proj.bias, expected) and torch.equal(attention.k_proj.bias, expected)
     # With feature_rms 0 the penalty is 0.1 x the features' mean square: the same clip's loss grows by it.
     trainer = TrackerTrainer(model, processor, config)
-    with_penalty = trainer._clip_loss(np.random.default_rng(0), 0, 0)
+    with_penalty = trainer._clip_loss(np.random.default_rng(0), 0)
     plain = TrackerTrainer(model, processor, dataclasses.replace(config, feature_penalty=0.0))
-    without = plain._clip_loss(np.random.default_rng(0), 0, 0)
+    without = plain._clip_loss(np.random.default_rng(0), 0)
     assert with_penalty.item() > without.item()
+    config = dataclasses.replace(config, image_steps=1, image_batch=2, distractor_weight=1.0)
     report = train_tracker(tmp_path / "trained", config, image_size=128, progress=lambda *_: None)
     assert report["steps"] == 2 and np.isfinite(report["loss_last"])
+    assert report["image_steps"] == 1 and np.isfinite(report["image_loss_last"])  # the still-image phase ran
     trained, _ = load_sam2_video(str(tmp_path / "trained"))
     bias = trained.memory_attention.layers[0].cross_attn_image.q_proj.bias
     assert not torch.equal(bias, expected) and torch.allclose(bias, expected, atol=0.1)  # the prior, moved by training

@@ -1,9 +1,10 @@
 """`vitron-lab eval --suite video`: DAVIS J&F on held-out moving-shapes clips.
 
 Through the product's own code:
-- semi-supervised VOS (DAVIS 2017): each object's true first-frame mask starts a live-stream tracker
-  (`StreamTracker`, frames fed one at a time); scored without the first and last frames, as DAVIS scores. Also
-  the share of the other objects' pixels each track covers (a tracker must follow the object it was given).
+- semi-supervised VOS (DAVIS 2017) on clips of two to four shapes (half of them look-alikes, where only where an
+  object was tells it apart): each object's true first-frame mask starts a live-stream tracker (`StreamTracker`,
+  frames fed one at a time); scored without the first and last frames, as DAVIS scores. Also the share of the other
+  objects' pixels each track covers (a tracker must follow the object it was given).
 - language-referred VOS: "segment the <colour> <shape>." goes through `VitronPipeline.ask_clip` (video encoder,
   LLM, segmenter on the key frame, tracker through the clip); scored on every frame, the first included.
 - clip questions: one of each type (which way an object moved, how many objects, a colour, a shape) through
@@ -40,12 +41,13 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
     sampled = ClipSampling(frames=pipeline.llm.clip_frames).indices(frames)
     for n in tqdm(range(clips), desc="video eval", unit="clip", disable=not progress):
         clip = generate_clip(seed_base + n, frames=frames)
-        truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]
         # 1. Semi-supervised: true first-frame mask -> the live-stream tracker, every object in one stream
+        tracked = generate_clip(seed_base + n, frames=frames, min_objects=2, max_objects=4, twins=n % 2 == 1)
+        truths = [[tracked.masks[t][k] for t in range(frames)] for k in range(len(tracked.specs))]
         tracker = tracker_specialist.stream()
         ids = {k: tracker.add_object(ObjectPrompt(mask=truth[0])) for k, truth in enumerate(truths) if truth[0].any()}
         predicted = {k: [] for k in ids}
-        for image in clip.frames:
+        for image in tracked.frames:
             tracks = tracker.step(image)
             step_seconds.append(tracks.seconds)
             for k, object_id in ids.items():
@@ -55,6 +57,7 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
             others = [np.logical_or.reduce([truths[j][t] for j in range(len(truths)) if j != k]
                                            or [np.zeros_like(truths[k][t])]) for t in range(frames)]
             covered += other_objects_covered(predicted[k], others)
+        truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]
         # 2. Language-referred: the whole pipeline, clip in, mask sequence out
         if referring:
             for k in range(len(clip.specs)):
