@@ -177,6 +177,21 @@ def test_a_prompt_that_does_not_fit_the_first_frame_is_dropped_with_a_reason(sam
     assert tracks.errors == [f"{far} removed: box (10, 10, 500, 30) lies outside the 80x48 image"]
 
 
+def test_a_built_tiny_sam2_encodes_prompts_in_the_image_positional_frame(tmp_path):
+    """As converted SAM 2 checkpoints do: one random Fourier matrix for the image positions and the prompts' (two
+    independent ones left the shapes tracker blind to its box and point prompts)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from vitron_lab.tiny_sam2 import build_tiny_sam2
+
+    build_tiny_sam2(tmp_path / "sam2", image_size=128, progress=lambda *_: None)
+    weights = load_file(tmp_path / "sam2" / "model.safetensors")
+    image, prompts = (weights["shared_image_embedding.positional_embedding"],
+                      weights["prompt_encoder.shared_embedding.positional_embedding"])
+    assert torch.equal(image, prompts) and image.abs().sum() > 0
+
+
 def test_the_distractor_loss_is_the_probability_a_track_gives_the_other_objects():
     import torch
 

@@ -75,6 +75,22 @@ def tiny_sam2_processor(image_size: int = 128):
     )
 
 
+def share_prompt_positions(model) -> None:
+    """Give the prompt encoder the image's random Fourier frame, as SAM 2 has one (`pe_layer`) for both.
+
+    transformers' Sam2VideoModel keeps two buffers, `shared_image_embedding` (the image-wide positional encoding the
+    mask decoder attends with) and `prompt_encoder.shared_embedding` (points' and box corners' encoding), and its
+    checkpoint converter copies one matrix into both; a model built from a config draws them independently. Then a
+    point's encoding matches no image position, and since both are fixed buffers no training can line them up: the
+    shapes tracker trained that way moved its mask logits by at most 0.07 between boxes at opposite corners.
+    """
+    import torch
+
+    with torch.no_grad():
+        model.prompt_encoder.shared_embedding.positional_embedding.copy_(
+            model.shared_image_embedding.positional_embedding)
+
+
 def build_tiny_sam2(folder: Path, image_size: int = 128, seed: int = 0, progress=print) -> None:
     """Write a random-weight tiny SAM 2 video model and its processor to `folder` (atomically)."""
     import torch
@@ -84,6 +100,7 @@ def build_tiny_sam2(folder: Path, image_size: int = 128, seed: int = 0, progress
     progress(f"building tiny SAM 2 (random weights) -> {folder}")
     torch.manual_seed(seed)
     model = Sam2VideoModel(tiny_sam2_config(image_size))
+    share_prompt_positions(model)
     with replacing_folder(folder) as staging:
         model.save_pretrained(staging)
         tiny_sam2_processor(image_size).save_pretrained(staging)
