@@ -20,12 +20,12 @@ DEMO_REQUEST = "can you segment the yellow triangle below the blue square?"
 DEMO_EDIT = "make the blue square red."
 DEMO_EDIT_REPLY = "<module>editor</module> <instruction>recolour: the blue square to red</instruction> [SEG]"
 TRACK_CLIP_SEED = 2_000_000_683  # held-out, three shapes
-# Floors under what the shipped models measure (this clip's J&F 0.51; the 6-clip suite: VOS J&F 0.51, clip answers
-# 0.48) and far above what an untrained tracker or a stage-5 LLM give (clip answers 0.00).
+# Floors under what the shipped models measure (this clip's J&F 0.51; the 6-clip suite: VOS J&F 0.53 on its clips of
+# two to four shapes, clip answers 0.71) and far above what an untrained tracker or a stage-5 LLM give (clip answers 0.00).
 TRACK_CLIP_FLOOR = 0.40
 VIDEO_VOS_FLOOR = 0.40
 VIDEO_QA_FLOOR = 0.30
-# Share of the other objects' pixels a track covers: 0.33 on the test's 6 clips (0.38 on 40); the tracker before
+# Share of the other objects' pixels a track covers: 0.35 on the test's 6 clips (0.33 on 40); the tracker before
 # its memory priors covered 0.80, segmenting every shape in view whatever it was prompted with.
 TRACK_OTHERS_COVERED_CEILING = 0.55
 # The edit suite on 3 held-out scenes (given invocations): the 40-scene figures are removal L1 in region 0.06 and
