@@ -9,7 +9,6 @@ from vitron_lab.cli import main as lab_main
 from vitron_lab.shapes.world import generate_scene
 from vitron_ros.cli import main
 from vitron_ros.core.image_io import load_image
-from vitron_ros.core.masks import iou
 
 from .conftest import REPO
 
