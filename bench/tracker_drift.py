@@ -18,14 +18,13 @@ import argparse
 import numpy as np
 import torch
 
+from vitron_lab.evaluation.video_suite import EVAL_SEED_BASE, tracking_clip
 from vitron_lab.shapes.world import generate_clip
 from vitron_ros.core.config import TrackerConfig, load_profile
-from vitron_ros.core.masks import mask_to_box
+from vitron_ros.core.masks import iou, mask_to_box
 from vitron_ros.core.model.sam2_loader import load_sam2_video
 from vitron_ros.core.tracking.state import ObjectPrompt
 from vitron_ros.core.tracking.stream_tracker import StreamTracker
-
-EVAL_SEED_BASE = 2_000_000_000
 
 
 def drift(model, processor, folder: str, clips: int, frames: int) -> dict:
@@ -33,7 +32,7 @@ def drift(model, processor, folder: str, clips: int, frames: int) -> dict:
               for kind in ("distinct", "look-alike")}
     for n in range(clips):
         kind = "look-alike" if n % 2 else "distinct"
-        clip = generate_clip(EVAL_SEED_BASE + n, frames=frames, min_objects=2, max_objects=4, twins=n % 2 == 1)
+        clip = tracking_clip(n, frames)
         truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]
         tracker = StreamTracker(model, processor, TrackerConfig(model=folder))
         ids = {k: tracker.add_object(ObjectPrompt(mask=truth[0])) for k, truth in enumerate(truths) if truth[0].any()}
@@ -43,7 +42,7 @@ def drift(model, processor, folder: str, clips: int, frames: int) -> dict:
             for k, object_id in ids.items():
                 predicted, truth = tracks.by_id(object_id).mask, truths[k][t]
                 if truth.any():
-                    curve["j"][t] += (predicted & truth).sum() / (predicted | truth).sum()
+                    curve["j"][t] += iou(predicted, truth)
                     curve["n"][t] += 1
                 others = np.logical_or.reduce([truths[j][t] for j in range(len(truths)) if j != k])
                 if others.any():
@@ -63,7 +62,7 @@ def prompt_check(model, processor, folder: str, clips: int) -> tuple[float, floa
             tracker = StreamTracker(model, processor, TrackerConfig(model=folder))
             object_id = tracker.add_object(ObjectPrompt(box_xyxy=mask_to_box(truth)))
             predicted = tracker.step(clip.frames[0]).by_id(object_id).mask
-            j.append((predicted & truth).sum() / (predicted | truth).sum())
+            j.append(iou(predicted, truth))
         pixels = processor(images=clip.frames[0], return_tensors="pt").pixel_values[0]
         logits = []
         for box in ([2.0, 2.0, 22.0, 22.0], [42.0, 42.0, 62.0, 62.0]):

@@ -81,8 +81,9 @@ def share_prompt_positions(model) -> None:
     transformers' Sam2VideoModel keeps two buffers, `shared_image_embedding` (the image-wide positional encoding the
     mask decoder attends with) and `prompt_encoder.shared_embedding` (points' and box corners' encoding), and its
     checkpoint converter copies one matrix into both; a model built from a config draws them independently. Then a
-    point's encoding matches no image position, and since both are fixed buffers no training can line them up: the
-    shapes tracker trained that way moved its mask logits by at most 0.07 between boxes at opposite corners.
+    point's encoding matches no image position, and since both are fixed buffers only the decoder's projections could
+    learn to map one onto the other: the shapes tracker trained that way moved its mask logits by at most 0.07
+    between boxes at opposite corners.
     """
     import torch
 

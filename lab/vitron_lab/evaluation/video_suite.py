@@ -28,6 +28,12 @@ from .davis import DavisSummary, other_objects_covered, score_sequence
 EVAL_SEED_BASE = 2_000_000_000  # training clips come from seeds below 1e9
 
 
+def tracking_clip(n: int, frames: int, seed_base: int = EVAL_SEED_BASE):
+    """Held-out clip `n` the tracker is scored on: two to four shapes, every other clip look-alikes (same colour and
+    shape, so only where an object was tells it apart)."""
+    return generate_clip(seed_base + n, frames=frames, min_objects=2, max_objects=4, twins=n % 2 == 1)
+
+
 def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int = EVAL_SEED_BASE,
                    referring: bool = True, progress: bool = False) -> dict:
     """J&F of the profile's tracker (and of language-referred tracking) on `clips` held-out clips."""
@@ -42,20 +48,21 @@ def evaluate_video(pipeline, clips: int = 40, frames: int = 24, seed_base: int =
     for n in tqdm(range(clips), desc="video eval", unit="clip", disable=not progress):
         clip = generate_clip(seed_base + n, frames=frames)
         # 1. Semi-supervised: true first-frame mask -> the live-stream tracker, every object in one stream
-        tracked = generate_clip(seed_base + n, frames=frames, min_objects=2, max_objects=4, twins=n % 2 == 1)
-        truths = [[tracked.masks[t][k] for t in range(frames)] for k in range(len(tracked.specs))]
+        tracked = tracking_clip(n, frames, seed_base)
+        tracked_truths = [[tracked.masks[t][k] for t in range(frames)] for k in range(len(tracked.specs))]
         tracker = tracker_specialist.stream()
-        ids = {k: tracker.add_object(ObjectPrompt(mask=truth[0])) for k, truth in enumerate(truths) if truth[0].any()}
+        ids = {k: tracker.add_object(ObjectPrompt(mask=truth[0])) for k, truth in enumerate(tracked_truths)
+               if truth[0].any()}
         predicted = {k: [] for k in ids}
         for image in tracked.frames:
             tracks = tracker.step(image)
             step_seconds.append(tracks.seconds)
             for k, object_id in ids.items():
                 predicted[k].append(tracks.by_id(object_id).mask)
-        vos_scores += [score_sequence(predicted[k], truths[k]) for k in ids]
+        vos_scores += [score_sequence(predicted[k], tracked_truths[k]) for k in ids]
         for k in ids:
-            others = [np.logical_or.reduce([truths[j][t] for j in range(len(truths)) if j != k]
-                                           or [np.zeros_like(truths[k][t])]) for t in range(frames)]
+            others = [np.logical_or.reduce([tracked_truths[j][t] for j in range(len(tracked_truths)) if j != k]
+                                           or [np.zeros_like(tracked_truths[k][t])]) for t in range(frames)]
             covered += other_objects_covered(predicted[k], others)
         truths = [[clip.masks[t][k] for t in range(frames)] for k in range(len(clip.specs))]
         # 2. Language-referred: the whole pipeline, clip in, mask sequence out

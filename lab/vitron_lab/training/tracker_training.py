@@ -62,8 +62,8 @@ class TrackerTrainConfig:
     # SAM 2's own recipe trains on still images (SA-1B) before videos. Here: `image_steps` updates of `image_batch`
     # single frames, each prompted with a box or a point on one of its shapes, before the clip updates, so the
     # encoder and mask decoder know whole objects before the memory has to pick one. Measured at 256 px: J 0.36 ->
-    # 0.50 after 300 clip updates, but the decoder still ignored its box prompts (the loss on prompted still frames
-    # stayed near 0.9 for 200 updates). Off in the shipped recipe.
+    # 0.50 after 300 clip updates, but the decoder still ignored its box prompts (after 200 still-image updates the
+    # trained model's loss on box-prompted still frames was about 0.9). Off in the shipped recipe.
     image_steps: int = 0
     image_batch: int = 16
     image_lr: float = 1e-3
