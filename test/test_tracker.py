@@ -192,6 +192,40 @@ def test_a_built_tiny_sam2_encodes_prompts_in_the_image_positional_frame(tmp_pat
     assert torch.equal(image, prompts) and image.abs().sum() > 0
 
 
+def test_the_decoder_prompt_prior_makes_a_fresh_sam2_read_where_its_box_is(tmp_path):
+    """From transformers' init the decoder's first self-attention makes every token the same vector, so a box's
+    position barely reaches the mask; with `decoder_prompt_prior` boxes at opposite corners give different masks."""
+    import torch
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoInferenceSession
+
+    from vitron_lab.tiny_sam2 import build_tiny_sam2
+    from vitron_lab.training.tracker_training import TrackerTrainConfig, initialise_memory_path
+    from vitron_ros.core.model.sam2_loader import load_sam2_video
+
+    build_tiny_sam2(tmp_path / "fresh", image_size=128, progress=lambda *_: None)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+
+    def box_effect(prior: bool) -> float:
+        model, processor = load_sam2_video(str(tmp_path / "fresh"))
+        initialise_memory_path(model, TrackerTrainConfig(decoder_prompt_prior=prior))
+        pixels = processor(images=image, return_tensors="pt").pixel_values[0]
+        masks = []
+        for box in ([0.0, 0.0, 20.0, 20.0], [44.0, 44.0, 64.0, 64.0]):
+            session = Sam2VideoInferenceSession(video_height=64, video_width=64, dtype=torch.float32)
+            processor.add_inputs_to_inference_session(session, frame_idx=0, obj_ids=[1], input_boxes=[[box]],
+                                                      original_size=(64, 64))
+            masks.append(model(inference_session=session, frame=pixels, frame_idx=0).pred_masks)
+        if prior:
+            first = model.mask_decoder.transformer.layers[0].self_attn
+            assert torch.equal(first.v_proj.weight, torch.eye(first.v_proj.weight.shape[0]))
+            last = model.mask_decoder.transformer.final_attn_token_to_image
+            assert torch.equal(last.q_proj.weight, last.k_proj.weight)
+        return (masks[0] - masks[1]).abs().max().item()
+
+    plain, primed = box_effect(False), box_effect(True)
+    assert primed > 1.0 and primed > 100 * plain, (plain, primed)
+
+
 def test_the_distractor_loss_is_the_probability_a_track_gives_the_other_objects():
     import torch
 
@@ -247,7 +281,7 @@ def test_tracker_training_starts_with_its_memory_priors_and_saves_a_loadable_mod
     plain = TrackerTrainer(model, processor, dataclasses.replace(config, feature_penalty=0.0))
     without = plain._clip_loss(np.random.default_rng(0), 0)
     assert with_penalty.item() > without.item()
-    config = dataclasses.replace(config, image_steps=1, image_batch=2, distractor_weight=1.0)
+    config = dataclasses.replace(config, image_steps=1, image_batch=2, distractor_weight=1.0, decoder_prompt_prior=True)
     report = train_tracker(tmp_path / "trained", config, image_size=128, progress=lambda *_: None)
     assert report["steps"] == 2 and np.isfinite(report["loss_last"])
     assert report["image_steps"] == 1 and np.isfinite(report["image_loss_last"])  # the still-image phase ran

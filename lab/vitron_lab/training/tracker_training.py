@@ -67,6 +67,18 @@ class TrackerTrainConfig:
     image_steps: int = 0
     image_batch: int = 16
     image_lr: float = 1e-3
+    # Prior for the mask decoder, set before training, so that its prompts matter from the first update. With
+    # transformers' N(0, 0.02) init the decoder starts in a flat spot: its first two-way layer's self-attention
+    # replaces the tokens (no residual) and is near uniform, so every token leaves it as about the same vector
+    # (cosine 0.999), and a prompt's position then enters only queries and keys; the gradient reaching the prompt
+    # tokens was about 240 times smaller than the mask token's, and trained trackers ignored their boxes and points.
+    # On: the prompt, mask, IoU and object-score embeddings drawn at N(0, 1); that self-attention the identity; each
+    # token/image cross-attention's query and key projections equal (`decoder_match_gain` x random orthonormal
+    # rows), so a token starts out attending to the image positions that match its own encoding. Measured on still
+    # frames (200 updates): logits moved by 5-13 instead of 0.0001 between boxes at opposite corners; any one or
+    # two of the three changes alone did not move them.
+    decoder_prompt_prior: bool = False
+    decoder_match_gain: float = 2.0
 
 
 def _dice_loss(logits, target):
@@ -200,13 +212,16 @@ class TrackerTrainer:
         return float(np.mean(history[: cfg.log_every])), float(np.mean(history[-cfg.log_every:]))
 
 
-def initialise_memory_path(model, config: TrackerTrainConfig) -> None:
-    """Priors for a from-scratch SAM 2's memory path (see `mask_memory_gain` and `memory_locality`)."""
+def initialise_memory_path(model, config: TrackerTrainConfig, seed: int = 0) -> None:
+    """Priors for a from-scratch SAM 2: its memory path (see `mask_memory_gain` and `memory_locality`) and its mask
+    decoder (`decoder_prompt_prior`)."""
     import torch
 
     with torch.no_grad():
         model.memory_encoder.mask_downsampler.final_conv.weight.mul_(config.mask_memory_gain)
         model.memory_encoder.feature_projection.weight.div_(config.mask_memory_gain)
+        if config.decoder_prompt_prior:
+            _prime_decoder(model, config.decoder_match_gain, torch.Generator().manual_seed(seed))
         if not config.memory_locality:
             return
         for layer in model.memory_attention.layers:
@@ -222,6 +237,29 @@ def initialise_memory_path(model, config: TrackerTrainConfig) -> None:
             attention.k_proj.bias.copy_(bias)
 
 
+def _prime_decoder(model, gain: float, generator) -> None:
+    """The mask decoder's start (see `TrackerTrainConfig.decoder_prompt_prior`); call under `torch.no_grad()`."""
+    import torch
+
+    decoder = model.mask_decoder
+    for embedding in (model.prompt_encoder.point_embed, model.prompt_encoder.not_a_point_embed,
+                      decoder.mask_tokens, decoder.iou_token, decoder.obj_score_token):
+        embedding.weight.copy_(torch.randn(embedding.weight.shape, generator=generator))
+    first = decoder.transformer.layers[0].self_attn
+    for projection in (first.q_proj, first.k_proj, first.v_proj, first.o_proj):
+        projection.weight.copy_(torch.eye(*projection.weight.shape))
+        projection.bias.zero_()
+    transformer = decoder.transformer
+    attentions = [layer.cross_attn_token_to_image for layer in transformer.layers]
+    attentions += [layer.cross_attn_image_to_token for layer in transformer.layers]
+    for attention in attentions + [transformer.final_attn_token_to_image]:
+        inner, width = attention.q_proj.weight.shape
+        rows = torch.linalg.qr(torch.randn(width, inner, generator=generator))[0].T  # inner orthonormal rows
+        for projection in (attention.q_proj, attention.k_proj):
+            projection.weight.copy_(gain * rows)
+            projection.bias.zero_()
+
+
 def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_size: int = 128, seed: int = 0,
                   progress=print) -> dict:
     """Build a tiny SAM 2, train it on ShapesWorld clips and save it (save_pretrained) to `folder`."""
@@ -235,7 +273,7 @@ def train_tracker(folder: str | os.PathLike, config: TrackerTrainConfig, image_s
     folder = Path(folder)
     build_tiny_sam2(folder, image_size=image_size, seed=seed, progress=progress)
     model, processor = load_sam2_video(str(folder))
-    initialise_memory_path(model, config)
+    initialise_memory_path(model, config, seed)
     torch.manual_seed(seed)
     report = TrackerTrainer(model, processor, config, seed).train()
     model.save_pretrained(folder)
