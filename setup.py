@@ -39,15 +39,18 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=[
-        # torch and torchvision are a matching pair; pinning both keeps pip from pairing a new torch with an old
-        # torchvision (segment-anything needs torchvision's NMS).
-        "torch==2.15.0",
-        "torchvision==0.29.2",
+        # Ranges, not pins: a robot keeps the torch it has (JetPack's build for its GPU, or an x86 CUDA build), and
+        # pip changes neither when both are in range. 2.6 is what transformers 5 needs; torchvision 0.21 is its pair.
+        # pip cannot tie the two together: `vitron doctor` checks that this torchvision's NMS runs with this torch.
+        # The exact set CI runs is constraints.txt.
+        "torch>=2.6,<3",
+        "torchvision>=0.21,<1",
         "transformers>=5.0,<6",
         "diffusers>=0.42,<0.43",  # StableDiffusionInpaint and InstructPix2Pix (generator, editor)
         "huggingface_hub",
         "segment-anything==1.0",
         "numpy",
+        "packaging",  # vitron doctor compares installed versions with the ranges above
         "opencv-python-headless",
         "pillow",
         "safetensors",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +12,16 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_IMAGE = REPO / "assets" / "demo_scene.png"
+
+
+def tracked_copy(destination: Path) -> Path:
+    """The repository's git-tracked files copied under `destination`: what `git clone` gives."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, tracked.decode().split("\0")):
+        (destination / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, destination / name)
+    return destination
+
 
 # Tests never reach a model hub; local_files_only is also set in code, this makes any slip fail fast.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

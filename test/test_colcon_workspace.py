@@ -5,14 +5,13 @@ interfaces. The underlay is .venv (ROS 2 Kilted wheels plus vision_msgs, as scri
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from test.conftest import tracked_copy
+from test.ros_harness import REPO, require_ros
 
 import pytest
-
-from test.ros_harness import REPO, require_ros
 
 
 @pytest.mark.slow
@@ -29,11 +28,7 @@ def test_readme_colcon_build_gives_a_sourceable_workspace_with_the_node_and_inte
     assert command in readme, "the README's workspace commands changed: update this test with them"
 
     workspace = tmp_path / "ros2_ws"
-    source = workspace / "src" / "vitron_ros"
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
-    for name in filter(None, tracked.decode().split("\0")):  # what `git clone` gives
-        (source / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, source / name)
+    tracked_copy(workspace / "src" / "vitron_ros")
     env = {**os.environ, "AMENT_PREFIX_PATH": str(venv), "CMAKE_PREFIX_PATH": str(venv),
            "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}  # fmt: skip
     script = f"""

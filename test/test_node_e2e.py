@@ -128,7 +128,11 @@ def test_query_service_answers_about_the_named_cameras_latest_frame_and_publishe
     assert not any(m.header.frame_id == "rear" for m in outputs["detections_3d"] + outputs["markers"])
     wait_until(lambda: diagnostics, 10, "/diagnostics")
     names = {status.name for status in diagnostics[-1].status}
-    assert {"vitron: models", "vitron: camera front", "vitron: camera rear", "vitron: node"} <= names
+    assert {"vitron: models", "vitron: camera front", "vitron: camera rear", "vitron: node",
+            "vitron: environment"} <= names
+    environment = next(s for s in diagnostics[-1].status if s.name == "vitron: environment")  # vitron doctor's checks
+    assert environment.level == bytes([0]) and environment.message.endswith("checks passed (vitron doctor)")
+    assert any(v.key.startswith("torchvision") and "NMS runs" in v.value for v in environment.values)
     rear = next(s for s in diagnostics[-1].status if s.name == "vitron: camera rear")
     assert {v.key: v.value for v in rear.values}["depth"] == "no depth topic for this camera: no 3D"
 
@@ -499,9 +503,12 @@ def test_lifecycle_by_hand_failures_are_logged_and_retriable_and_compressed_inpu
                                                                                     tmp_path):
     from vitron_ros_msgs.srv import Segment
 
+    from diagnostic_msgs.msg import DiagnosticArray
+
     params = {**BASE, "autostart": False, "profile": "no_such_profile", "transport": "compressed",
               "image_topics": ["/side/image"]}
     process = NodeProcess(params, tmp_path / "node.log", namespace="/second")
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     feed = CameraFeed(probe, {"side": "/side/image/compressed"}, rate_hz=10.0, compressed=True)
     name = "/second/vitron"
     try:
@@ -514,6 +521,16 @@ def test_lifecycle_by_hand_failures_are_logged_and_retriable_and_compressed_inpu
         assert not _transition(probe, name, "activate")  # default's checkpoints are not on this machine
         wait_until(lambda: "activate failed: cannot load profile 'default'" in process.log(), 10, "the reason")
         assert _state(probe, name) == "inactive"
+        # the inactive node says why in /diagnostics: the doctor's checks at configure, with the command to run
+        assert "environment: checkpoints: llm: hub model 'llava-hf/llava-1.5-7b-hf'" in process.log()
+
+        def why():
+            return [s for d in list(diagnostics) for s in d.status if s.name == "vitron: environment"
+                    and s.level == bytes([2]) and "vitron models fetch --profile default" in s.message]
+
+        status = wait_until(why, 30, "the missing checkpoints in /diagnostics")[-1]
+        assert "checkpoints: llm: hub model 'llava-hf/llava-1.5-7b-hf' is not in the local Hugging Face cache" in \
+            status.message
         assert _transition(probe, name, "cleanup")
         assert _set_parameter(probe, name, "profile", "tiny").successful
         assert _transition(probe, name, "configure") and _transition(probe, name, "activate")

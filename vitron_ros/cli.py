@@ -135,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     listing = model_commands.add_parser("list", help="list profiles and whether their checkpoints are here")
     listing.add_argument("--profiles-file", default=None)
 
+    doctor = commands.add_parser("doctor", help="check this machine (torch, GPU, ROS 2, interfaces, checkpoints, "
+                                 "backends, memory); each failure with a one-line fix; exit 1 when one fails")
+    doctor.add_argument("--profile", default="default", help="the profile to check (default: the node's default)")
+    doctor.add_argument("--profiles-file", default=None)
+    doctor.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda[:N]', as the node's parameter")
+    doctor.add_argument("--no-hash", action="store_true", help="skip hashing checkpoint files (slow for large ones)")
+    doctor.add_argument("--json", action="store_true", help="print the results as JSON instead of a report")
+
     engines = commands.add_parser("engines", help="export and build a profile's encoder engines ahead of time")
     engine_commands = engines.add_subparsers(dest="engines_command", required=True, parser_class=OneLineParser)
     build = engine_commands.add_parser("build", help="export, build into the engine cache, check against PyTorch")
@@ -551,6 +559,20 @@ def _models(args) -> int:
     return 0
 
 
+def _doctor(args) -> int:
+    import dataclasses
+
+    from .doctor import doctor_context, exit_code, format_report, run_checks
+
+    results = run_checks(doctor_context(args.profile, args.profiles_file, args.device, hash_files=not args.no_hash))
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in results], indent=1))
+    else:
+        print(f"vitron doctor: profile {args.profile!r}")
+        print(format_report(results))
+    return exit_code(results)
+
+
 def _engines(args) -> int:
     import dataclasses
 
@@ -586,7 +608,8 @@ def run_command(parser: argparse.ArgumentParser, commands: dict, argv: list[str]
 
 def main(argv: list[str] | None = None) -> int:
     commands = {"query": _query, "edit": _edit, "generate": _edit, "generate-video": _edit, "replay": _replay,
-                "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines}
+                "track": _track, "edit-video": _edit_video, "models": _models, "engines": _engines,
+                "doctor": _doctor}
     return run_command(build_parser(), commands, argv)
 
 

@@ -115,10 +115,12 @@ def diagnostics_msg(
     health: dict[str, str] | None = None,
     loops: dict | None = None,
     depth: dict[str, tuple[bool, str]] | None = None,
+    environment: list | None = None,
 ):
     """One DiagnosticStatus for the models, one per camera and, with `health` (NodeHealth.snapshot()), one for the
     node's contained failures. `camera_infos`: camera -> camera_info_summary(); `runtime`: runtime_status();
-    `depth`: camera -> (fine, text) of its 3D (DepthLifter.status), None when the node has no depth at all."""
+    `depth`: camera -> (fine, text) of its 3D (DepthLifter.status), None when the node has no depth at all;
+    `environment`: the doctor's results at configure (vitron_ros.doctor.CheckResult), one status for them all."""
     model_values = {"loaded": models_loaded, "model_memory_mb": "0.0", **runtime}
     activity = runtime.get("activity", "idle")
     load_errors = [v for k, v in runtime.items() if k.endswith("_load_error")]
@@ -204,4 +206,23 @@ def diagnostics_msg(
                 values=_key_values(factory, health),
             )
         )
+    if environment:
+        statuses.append(environment_status(factory, node_name, environment))
     return factory.new("diagnostic_msgs/msg/DiagnosticArray", header=header, status=statuses)
+
+
+def environment_status(factory: MessageFactory, node_name: str, results: list):
+    """The doctor's checks as one DiagnosticStatus: ERROR when one failed, its message the first failure (or warning)
+    with its fix; one key per finding ("checkpoints 2": "fail: ... | fix: ...")."""
+    failures = [r for r in results if r.status == "fail"]
+    warnings = [r for r in results if r.status == "warn"]
+    first = (failures or warnings or [None])[0]
+    level = ERROR if failures else WARN if warnings else OK
+    message = (f"{len(failures)} check(s) failed, {len(warnings)} warning(s); {first.check}: {first.detail} "
+               f"(fix: {first.fix})" if first else f"{len(results)} checks passed (vitron doctor)")
+    values, seen = {}, Counter()
+    for r in results:
+        seen[r.check] += 1
+        values[f"{r.check} {seen[r.check]}"] = f"{r.status}: {r.detail}" + (f" | fix: {r.fix}" if r.fix else "")
+    return factory.new("diagnostic_msgs/msg/DiagnosticStatus", level=level, name=f"{node_name}: environment",
+                       message=message[:1000], hardware_id=node_name, values=_key_values(factory, values))

@@ -31,13 +31,16 @@ class MessageFactory(Protocol):
         """A message of `typename` ('pkg/msg/Name') with `fields` set and every other field at its default."""
 
 
-def interface_dir(package: str = INTERFACE_PACKAGE) -> Path:
-    """Folder of an interface package's definitions: installed (ament index) first, else this source checkout."""
+def interface_dir(package: str = INTERFACE_PACKAGE, prefer_checkout: bool = False) -> Path:
+    """Folder of an interface package's definitions: installed (ament index) first, else this source checkout
+    (`prefer_checkout`: the other way round, to check what is installed against the source)."""
+    checkout = CHECKOUT_DIRS[package]
+    if prefer_checkout and (checkout / "package.xml").is_file():
+        return checkout
     for prefix in filter(None, os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep)):
         share = Path(prefix) / "share" / package
         if (share / "msg").is_dir():
             return share
-    checkout = CHECKOUT_DIRS[package]
     if (checkout / "package.xml").is_file():
         return checkout
     raise FileNotFoundError(
@@ -46,10 +49,10 @@ def interface_dir(package: str = INTERFACE_PACKAGE) -> Path:
     )
 
 
-def interface_definitions(package: str = INTERFACE_PACKAGE) -> dict[str, str]:
+def interface_definitions(package: str = INTERFACE_PACKAGE, prefer_checkout: bool = False) -> dict[str, str]:
     """'vitron_ros_msgs/msg/Answer' -> msg text; services and actions split into their parts
     (Query_Request / Query_Response, Ask_Goal / Ask_Result / Ask_Feedback), as rosidl names them."""
-    root = interface_dir(package)
+    root = interface_dir(package, prefer_checkout)
     parts = {".msg": ("",), ".srv": ("_Request", "_Response"), ".action": ("_Goal", "_Result", "_Feedback")}
     definitions = {}
     for kind, suffixes in parts.items():

@@ -50,6 +50,8 @@ except ImportError:  # Humble
 from ..core.config import load_profile
 from ..core.errors import QueryCancelled
 from ..core.specialists import SPECIALISTS
+from ..doctor import CheckResult, doctor_context, run_checks
+from .depth import CameraDepth, DepthLifter
 from .diagnostics import (
     LatencyWindow,
     NodeHealth,
@@ -59,7 +61,6 @@ from .diagnostics import (
 )
 from .executor import ContainedExecutor
 from .frame_buffer import CameraFrames
-from .depth import CameraDepth, DepthLifter
 from .handlers import QueryOutcome, VitronHandlers, describe_error
 from .interfaces import RclpyFactory, rclpy_type
 from .parameters import NodeParameters, camera_info_topic
@@ -104,6 +105,7 @@ class VitronNode(LifecycleNode):
         self.latency = LatencyWindow()
         self.health = NodeHealth()
         self.camera_infos: dict[str, CameraInfo] = {}
+        self.environment: list[CheckResult] = []  # the doctor's checks at configure, in /diagnostics
         # Not rclpy's own _publishers / _subscriptions lists: these are what configure created, for cleanup.
         self._created = []
         self._actions = []
@@ -124,6 +126,7 @@ class VitronNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 - a bad parameter fails the transition with its message
             self.get_logger().error(f"configure failed: {describe_error(error)}")
             return TransitionCallbackReturn.FAILURE
+        self.environment = self._check_environment(self.params)
         try:
             self._configure(self.params)
         except Exception as error:  # noqa: BLE001 - undo what was created, so configure can be retried
@@ -133,6 +136,17 @@ class VitronNode(LifecycleNode):
         p = self.params
         self.get_logger().info(f"configured: cameras {p.cameras}, profile {p.profile!r}, transport {p.transport}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _check_environment(self, p: NodeParameters) -> list[CheckResult]:
+        """`vitron doctor`'s checks for this node's profile and device (checkpoint files not hashed: minutes for
+        multi-GB files); what fails or warns is logged with its fix and stays in /diagnostics."""
+        context = doctor_context(p.profile, p.config_file or None, p.device, hash_files=False)
+        results = run_checks(context)
+        for r in results:
+            if r.status != "ok":
+                log = self.get_logger().error if r.status == "fail" else self.get_logger().warning
+                log(f"environment: {r.check}: {r.detail} (fix: {r.fix})")
+        return results
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         p = self.params
@@ -687,6 +701,7 @@ class VitronNode(LifecycleNode):
             runtime_status(pipeline, handlers.loading), pipeline is not None, refused, infos,
             self.health.snapshot(contained), {name: loop.stats() for name, loop in self.tracking_loops.items()},
             {name: handlers.lifter.status(name) for name in handlers.cameras} if handlers.lifter else None,
+            self.environment,
         )  # fmt: skip
         with self._entities:
             if self._diagnostics is not None:
