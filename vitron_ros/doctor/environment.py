@@ -166,15 +166,16 @@ def check_backends(context: DoctorContext) -> list[CheckResult]:
     device = _device(context)
     runtime = getattr(context.profile, "runtime", None)
     order = runtime.order() if runtime is not None else ["torch"]
-    available, results = [], []
+    available, unavailable, results = [], [], []
     for name, entry in BACKENDS.items():
         reason = entry.unavailable(device)
         if reason is None:
             available.append(name)
-        elif name in order:
-            note = "falls back to the next" if name != order[-1] else "nothing after it in runtime.fallback"
-            results.append(CheckResult("backends", WARN, f"{name} (in the profile's backend order {order}) cannot run "
-                                       f"on {device}: {reason}; {note}", _backend_fix(name)))
+        else:
+            unavailable.append(f"{name}: {reason}")
+            if name == order[0]:  # the profile's own choice; an unavailable fallback is never reached while it runs
+                results.append(CheckResult("backends", WARN, f"{name}, the profile's backend, cannot run on {device}: "
+                                           f"{reason}; the encoders fall back along {order}", _backend_fix(name)))
     if not any(name in available for name in order):
         results.append(CheckResult("backends", FAIL, f"no backend in the profile's order {order} runs on {device}",
                                    "add 'torch' to runtime.fallback in the profile"))
@@ -186,7 +187,8 @@ def check_backends(context: DoctorContext) -> list[CheckResult]:
             providers = f"; ONNX Runtime {onnxruntime.__version__} providers {onnxruntime.get_available_providers()}"
         except Exception as exc:  # noqa: BLE001
             providers = f"; ONNX Runtime does not import ({type(exc).__name__})"
-    results.append(CheckResult("backends", OK, f"on {device}: {', '.join(available)} can run{providers}"))
+    passed = f" (not here: {'; '.join(unavailable)})" if unavailable else ""
+    results.append(CheckResult("backends", OK, f"on {device}: {', '.join(available)} can run{providers}{passed}"))
     if runtime is not None:
         results += _engine_cache(runtime, device)
     return results
