@@ -55,7 +55,8 @@ def test_the_runtime_wheel_holds_no_lab_code_and_answers_on_the_shipped_profile(
     site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                capture_output=True, text=True, check=True).stdout.strip())
     (site / "test_venv_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--prefix", str(robot), str(wheel)],
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", "--prefix", str(robot),
+                    str(wheel)],
                    check=True, timeout=600)
     probe = subprocess.run(
         [str(python), "-c", "import importlib.util, vitron_ros; print(vitron_ros.__file__); "
