@@ -49,6 +49,8 @@ setup(
         "diffusers>=0.42,<0.43",  # StableDiffusionInpaint and InstructPix2Pix (generator, editor)
         "huggingface_hub",
         "segment-anything==1.0",
+        # grammar-constrained decoding of replies (core/model/constrained.py): special tokens as tokens, Lark grammars
+        "llguidance>=1.9,<2",
         "numpy",
         "packaging",  # vitron doctor compares installed versions with the ranges above
         "opencv-python-headless",

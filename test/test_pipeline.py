@@ -144,7 +144,7 @@ def test_heads_that_do_not_fit_the_segmenter_are_refused(tiny_pipeline):
 def test_a_failed_query_leaves_the_conversation_untouched(tiny_pipeline, scene, monkeypatch):
     _, conversation = tiny_pipeline(scene, "first question")
 
-    def broken_generate(prompt, on_text=None):
+    def broken_generate(prompt, on_text=None, grammar=None):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(tiny_pipeline.llm, "generate", broken_generate)

@@ -34,6 +34,9 @@ class LlmConfig:
     revision: str | None = None  # hub revision to pin, when `model` is a hub id
     system_prompt: str | None = None  # the system turn the checkpoint was tuned with (None: LLaVA-style default)
     backend: str = "transformers"  # how the LM runs (core/model/language_model.LLM_BACKENDS)
+    # decode under the invocation grammar generated from the loaded specialists (core/reply_grammar.py), so every
+    # reply parses; false: free decoding, and replies that break the format are reported as errors
+    grammar: bool = True
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import box_to_mask, mask_to_box
 from .model.language_model import LanguageModel
 from .model.vitron_llm import PromptInputs
+from .reply_grammar import ReplyGrammar
 from .results import (
     OUTPUT_KINDS,
     SOURCE_EMBEDDING,
@@ -182,19 +183,23 @@ class VitronPipeline:
         sketches: Sequence[Sketch] = (),
         conversation: Conversation | None = None,
         progress=None,
+        task: str | None = None,
     ) -> tuple[VitronResult, Conversation]:
         """Answer `request` about `image` (H, W, 3) uint8 RGB.
 
         Returns the result and the conversation extended by this turn; pass it back for a follow-up question
         about the same image. `progress(stage, reply_so_far)` is called as each stage starts and after every
-        generated token; an exception it raises (QueryCancelled) abandons the query.
+        generated token; an exception it raises (QueryCancelled) abandons the query. `task` (one of the grounder's
+        tasks, e.g. "segmentation"), when the caller knows it, makes the reply call it with a prompt, so a request
+        to segment always reaches the segmenter (under the profile's grammar).
         """
         with self.model_lock:
             query = self._begin(image, request, sketches, conversation, progress)
-            # 4. Generate the reply
+            # 4. Generate the reply, under the invocation grammar
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
+                grammar = self.reply_grammar(query.frame.image.shape[:2], task)
+                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
             result, deferred = self._finish(query, reply, reply_ids)
         return self._run_deferred(query, result, deferred), query.conversation
 
@@ -220,15 +225,34 @@ class VitronPipeline:
             query.frame.clip = tuple(frames)
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text)
+                grammar = self.reply_grammar(query.frame.image.shape[:2])
+                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
             result, deferred = self._finish(query, reply, reply_ids)
         result = self._run_deferred(query, result, deferred)
         result.clip_frames = len(frames)
         return result, query.conversation
 
+    def reply_grammar(self, image_hw: tuple[int, int] | None = None, task: str | None = None) -> ReplyGrammar:
+        """What this profile's replies may say (reply_grammar.py): the loaded specialists' tasks, the LLM's box
+        format and [SEG], boxes bounded to `image_hw`; `task` must then be called with a prompt."""
+        if task is not None and task not in self.modules[self.grounder]:
+            raise VitronInputError(f"task {task!r}: expected one of the {self.grounder}'s tasks "
+                                   f"{sorted(self.modules[self.grounder])}")
+        names = self.specialists.names
+        return ReplyGrammar(
+            modules={name: tuple(SPECIALISTS[name].tasks) for name in names},
+            grounder=self.grounder,
+            box_format=self.llm.config.box_format,
+            seg=self.llm.has_seg_token,
+            image_hw=tuple(int(v) for v in image_hw) if image_hw is not None else None,
+            require=task,
+            prompted=frozenset(f"{name}:{task_name}" for name in names
+                               for task_name, spec in SPECIALISTS[name].tasks.items() if spec.needs_prompt),
+        )
+
     def ground_request(self, image: np.ndarray, request: str) -> tuple[np.ndarray, float] | None:
         """(mask, score) of the object `request` names in `image`, or None: how a tracker re-finds a lost object."""
-        result, _ = self(image, request)
+        result, _ = self(image, request, task=next(iter(SPECIALISTS[self.grounder].tasks)))
         masks = [m for m in result.masks if m.invocation_index is not None and m.mask.any()]
         return (masks[0].mask, masks[0].score) if masks else None
 

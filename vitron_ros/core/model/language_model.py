@@ -34,7 +34,11 @@ class LanguageModel(Protocol):
 
     def build_prompt(self, conversation: Conversation, encoding): ...  # -> PromptInputs
 
-    def generate(self, prompt, on_text=None) -> tuple[str, list[int]]: ...  # greedy reply, its ids
+    # greedy reply and its ids; under `grammar` (a ReplyGrammar) when given and the profile's llm.grammar is on
+    def generate(self, prompt, on_text=None, grammar=None) -> tuple[str, list[int]]: ...
+
+    @property
+    def has_seg_token(self) -> bool: ...  # its replies can hold [SEG] (a token with a hidden state behind it)
 
     def encode_reply(self, text: str) -> list[int]: ...  # a given reply's ids (teacher forcing)
 

@@ -20,6 +20,8 @@ from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
 from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
 from ..geometry import Letterbox
 from ..video import ClipSampling
+from ..reply_grammar import ReplyGrammar
+from .constrained import GRACE_TOKENS, GrammarDecoding
 from .facts import TrainedWith, agree, read_facts
 from .heads import load_heads, region_grid_weights
 from .video_pooling import named_pooling
@@ -94,6 +96,7 @@ class VitronLLM:
         self.seg_token_id = self._special_id(heads.config.seg_token) if heads is not None else None
         self._embed = model.get_input_embeddings()
         self._torch = torch
+        self._grammar_decoding: GrammarDecoding | None = None
         dtype = str(model.dtype).removeprefix("torch.")
         # the CLIP vision tower + projector: the LLM's heavy encoder, on the profile's backend
         self.vision = load_encoder(clip_vision_export(model), runtime or RuntimeConfig(), device, dtype, progress)
@@ -241,28 +244,56 @@ class VitronLLM:
                     embeds[slots] = self.sketch_embeddings(encoding, regions).to(embeds.dtype)
         return PromptInputs(embeds=embeds, ids=ids)
 
-    def generate(self, prompt: PromptInputs, on_text=None) -> tuple[str, list[int]]:
+    def generate(self, prompt: PromptInputs, on_text=None, grammar: ReplyGrammar | None = None) -> tuple[str, list[int]]:
         """Greedy answer -> (reply text with [SEG] kept, reply token ids without EOS).
 
         `on_text(reply_so_far)` is called after every new token (streaming to an action's feedback); an exception
-        it raises (e.g. QueryCancelled) stops generation and propagates.
+        it raises (e.g. QueryCancelled) stops generation and propagates. With `grammar` (and the profile's
+        `llm.grammar` on), every token is one the grammar allows, so the reply parses (model/constrained.py).
         """
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
         torch = self._torch
         tok = self.tokenizer
+        session = None
+        max_new_tokens = self.config.max_new_tokens
+        extra = {}
+        if grammar is not None and self.config.grammar:
+            session = self.grammar_decoding().session(grammar, max_new_tokens, self.vocab_size)
+            max_new_tokens += GRACE_TOKENS
+            extra = {"logits_processor": LogitsProcessorList([session]),
+                     "stopping_criteria": StoppingCriteriaList([session.stopper()])}
         with torch.inference_mode():
             out = self.model.generate(
                 streamer=_ReplyStreamer(self, on_text) if on_text is not None else None,
                 inputs_embeds=prompt.embeds[None],
                 attention_mask=torch.ones((1, prompt.token_count), dtype=torch.long, device=self.device),
-                max_new_tokens=self.config.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
                 eos_token_id=tok.eos_token_id,
+                **extra,
             )
         reply_ids = out[0].tolist()
         if tok.eos_token_id in reply_ids:
             reply_ids = reply_ids[: reply_ids.index(tok.eos_token_id)]
+        if session is not None:
+            reply_ids = reply_ids[: session.complete_length(len(reply_ids))]
         return self.decode(reply_ids), reply_ids
+
+    def grammar_decoding(self) -> GrammarDecoding:
+        """The tokenizer's compiled-grammar cache (built on first use: llguidance reads the whole vocabulary)."""
+        if self._grammar_decoding is None:
+            self._grammar_decoding = GrammarDecoding(self.tokenizer, self.seg_token_id)
+        return self._grammar_decoding
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def has_seg_token(self) -> bool:
+        return self.seg_token_id is not None
 
     def decode(self, ids: list[int]) -> str:
         # Placeholders and padding never belong in an answer; [SEG] does (the parser reads it).

@@ -23,6 +23,12 @@ from .video_generator import VideoGeneratorConfig
 class TaskSpec:
     description: str  # what the task does, for the LLM's system prompt
     grounded: bool = False  # the grounding specialist turns the call's [SEG] / box into a mask first (call.mask)
+    prompted: bool = False  # the specialist itself needs a [SEG] or a box for the call (the grounder's segmentation)
+
+    @property
+    def needs_prompt(self) -> bool:
+        """A call of this task is useless without a [SEG] or a box: the reply grammar always gives it one."""
+        return self.grounded or self.prompted
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ EDIT_TASKS = {
 SPECIALISTS: dict[str, SpecialistEntry] = {
     "segmenter": SpecialistEntry(
         "segmenter", SegmenterConfig, _segmenter,
-        {"segmentation": TaskSpec("segmentation: the object to segment"),
+        {"segmentation": TaskSpec("segmentation: the object to segment", prompted=True),
          "everything": TaskSpec("everything: all objects")},
         output="masks", summary="segments objects", required=True, grounds=True,
         fetch=_fetch_sam,
