@@ -8,6 +8,9 @@ import numpy as np
 
 IMAGE_TOKEN = "<image>"
 SKETCH_TOKEN = "<sketch>"
+# LLaVA-1.5's training system turn (LLaVA's conversation.py, conv_vicuna_v1; test/fixtures/llava_prompts)
+VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
+                    "helpful, detailed, and polite answers to the user's questions.")
 
 def system_prompt(modules: str) -> str:
     """The default system turn; `modules` is the registry's description of the loaded specialists."""
@@ -52,17 +55,41 @@ class Conversation:
     system: str = SYSTEM_PROMPT
     turns: list[Turn] = field(default_factory=list)
     image_hw: tuple[int, int] | None = None  # the image this conversation is about
+    style: str = "vitron"  # how turns are joined (PROMPT_STYLES): a property of the checkpoint it is rendered for
 
     @property
     def regions(self) -> list[Region]:
         return [r for turn in self.turns for r in turn.regions]
 
     def render(self, eos: str) -> str:
-        """Prompt text up to the open assistant turn."""
-        parts = [self.system]
-        for index, turn in enumerate(self.turns):
-            user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
-            parts.append(f" USER: {user} ASSISTANT:")
-            if turn.assistant is not None:
-                parts.append(f" {turn.assistant}{eos}")
-        return "".join(parts)
+        """Prompt text up to the open assistant turn, in the checkpoint's style."""
+        if self.style not in PROMPT_STYLES:
+            raise ValueError(f"prompt style {self.style!r}: expected one of {sorted(PROMPT_STYLES)}")
+        return PROMPT_STYLES[self.style](self, eos)
+
+
+def _render_vitron(conversation: Conversation, eos: str) -> str:
+    """VITRON's checkpoints (the lab's): Vicuna v1 roles, a space before each USER turn, the image on the first."""
+    parts = [conversation.system]
+    for index, turn in enumerate(conversation.turns):
+        user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
+        parts.append(f" USER: {user} ASSISTANT:")
+        if turn.assistant is not None:
+            parts.append(f" {turn.assistant}{eos}")
+    return "".join(parts)
+
+
+def _render_vicuna_v1(conversation: Conversation, eos: str) -> str:
+    """LLaVA's conv_vicuna_v1 (SeparatorStyle.TWO) byte for byte: system, " ", then "ROLE: message" closed by " "
+    after a user turn and by EOS after an answer; the image token and a newline before the first question."""
+    text = conversation.system + " "
+    for index, turn in enumerate(conversation.turns):
+        user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
+        text += f"USER: {user} ASSISTANT:"
+        if turn.assistant is not None:
+            text += f" {turn.assistant}{eos}"
+    return text
+
+
+PROMPT_STYLES = {"vitron": _render_vitron, "vicuna_v1": _render_vicuna_v1}
+
