@@ -47,6 +47,17 @@ def tiny_profile(vitron_cache):
 
 
 @pytest.fixture(scope="session")
+def glamm_tiny_profile(vitron_cache):
+    """GLaMM's own tiny model (test/fixtures/glamm) converted into the session cache, as `glamm-tiny` names it."""
+    from vitron_lab.tiny_glamm import build_tiny_glamm
+    from vitron_ros.core.config import load_profile
+
+    profile = load_profile("glamm-tiny")
+    build_tiny_glamm(profile)
+    return profile
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tiny_profile):
     from vitron_ros.core.pipeline import VitronPipeline
 

@@ -73,3 +73,56 @@ def test_converted_glamm_reproduces_its_seg_embeddings_and_masks(converted, case
     for mine, reference in zip(ours, theirs, strict=True):
         union = (mine | reference).sum()
         assert union == 0 or (mine & reference).sum() / union >= 0.99
+
+
+@pytest.fixture(scope="module")
+def glamm_pipeline(glamm_tiny_profile):
+    from vitron_ros.core.pipeline import VitronPipeline
+
+    return VitronPipeline.from_profile(glamm_tiny_profile)
+
+
+def test_the_converted_folder_loads_as_the_glamm_family(glamm_pipeline):
+    llm = glamm_pipeline.llm
+    assert llm.family.name == "glamm" and not llm.has_sketch_encoder and llm.prompt_dim == 64
+    assert llm.config.box_format == "normalized" and llm.box_prompt is False
+
+
+def test_the_pipeline_reproduces_glamm_end_to_end(glamm_pipeline):
+    """The whole runtime path (prompt template, tokenizer, CLIP resize, splice, [SEG] one token early, projector,
+    segmenter) on GLaMM's own inputs gives GLaMM's prompt ids, [SEG] embedding and mask."""
+    io = load_file(FIXTURE / "io.safetensors")
+    facts = json.loads((FIXTURE / "io.json").read_text())
+    image = io["image_uint8"].numpy()
+    request = "Can you segment the red cup in this image?"
+    reply = "Sure, it is [SEG]."
+    result = glamm_pipeline.ground_reply(image, request, reply)
+    assert result.errors == []
+    from vitron_ros.core.conversation import Conversation, Turn
+
+    llm = glamm_pipeline.llm
+    family = llm.family
+    conversation = Conversation(system=family.system_prompt, style=family.prompt_style, image_prefix=family.image_prefix,
+                                turns=[Turn(user=request, assistant=reply)])
+    rendered = conversation.render(eos=llm.tokenizer.eos_token)
+    assert rendered == facts["cases"]["refseg"]["prompt"]  # byte for byte GLaMM's own prompt
+    ids = llm.tokenizer(rendered, add_special_tokens=True)["input_ids"]
+    reference = io["refseg.input_ids"].tolist()
+    at = reference.index(glamm.IMAGE_TOKEN_INDEX)
+    assert ids == reference[:at] + [llm.image_token_id] + reference[at + 1:]
+    masks = [m for m in result.masks if m.invocation_index is not None]
+    assert len(masks) == 1
+    theirs = (io["refseg.pred_mask_logits"][0] > 0).numpy()
+    ours = masks[0].mask
+    union = (ours | theirs).sum()
+    assert union == 0 or (ours & theirs).sum() / union >= 0.99
+
+
+def test_a_request_to_segment_gets_a_mask_from_the_glamm_profile(glamm_pipeline):
+    import numpy as np
+
+    image = np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    result, _ = glamm_pipeline(image, "Please segment the red cup in this image.", task="segmentation")
+    assert result.errors == [], result.errors
+    assert "[SEG]" in result.raw_reply and "<module>" not in result.raw_reply  # GLaMM's dialect, no calls
+    assert any(m.invocation_index is not None and m.mask.shape == (120, 160) for m in result.masks)

@@ -66,8 +66,13 @@ def _build_tiny(args) -> int:
     from vitron_ros.core.config import load_profile
 
     from .tiny import build_tiny_assets
+    from .tiny_glamm import build_tiny_glamm
 
-    build_tiny_assets(load_profile(args.profile, args.profiles_file), progress=_progress)
+    profile = load_profile(args.profile, args.profiles_file)
+    if profile.llm.family == "glamm":  # GLaMM's own tiny model, converted as a published checkpoint is
+        build_tiny_glamm(profile, progress=_progress)
+    else:
+        build_tiny_assets(profile, progress=_progress)
     return 0
 
 

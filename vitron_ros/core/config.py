@@ -37,6 +37,12 @@ class LlmConfig:
     # decode under the invocation grammar generated from the loaded specialists (core/reply_grammar.py), so every
     # reply parses; false: free decoding, and replies that break the format are reported as errors
     grammar: bool = True
+    # how the checkpoint is prompted and answers (core/model/families.py: vitron, llava-1.5, glamm); unset: what its
+    # vitron_facts.json says, else vitron (published checkpoints have no facts file: their profile names it)
+    family: str | None = None
+    # hub ids `vitron models fetch` downloads and the family's converter turns into `model` (GLaMM: its checkpoint and
+    # its CLIP tower, space-separated); unset: `model` itself is the published checkpoint
+    source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ class Conversation:
     turns: list[Turn] = field(default_factory=list)
     image_hw: tuple[int, int] | None = None  # the image this conversation is about
     style: str = "vitron"  # how turns are joined (PROMPT_STYLES): a property of the checkpoint it is rendered for
+    image_prefix: str = f"{IMAGE_TOKEN}\n"  # what stands before the first question (the checkpoint's, too)
 
     @property
     def regions(self) -> list[Region]:
@@ -72,7 +73,7 @@ def _render_vitron(conversation: Conversation, eos: str) -> str:
     """VITRON's checkpoints (the lab's): Vicuna v1 roles, a space before each USER turn, the image on the first."""
     parts = [conversation.system]
     for index, turn in enumerate(conversation.turns):
-        user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
+        user = f"{conversation.image_prefix}{turn.user}" if index == 0 else turn.user
         parts.append(f" USER: {user} ASSISTANT:")
         if turn.assistant is not None:
             parts.append(f" {turn.assistant}{eos}")
@@ -84,7 +85,7 @@ def _render_vicuna_v1(conversation: Conversation, eos: str) -> str:
     after a user turn and by EOS after an answer; the image token and a newline before the first question."""
     text = conversation.system + " "
     for index, turn in enumerate(conversation.turns):
-        user = f"{IMAGE_TOKEN}\n{turn.user}" if index == 0 else turn.user
+        user = f"{conversation.image_prefix}{turn.user}" if index == 0 else turn.user
         text += f"USER: {user} ASSISTANT:"
         if turn.assistant is not None:
             text += f" {turn.assistant}{eos}"

@@ -49,7 +49,10 @@ def fetch_profile(profile: ProfileConfig, progress: bool = True) -> None:
                                           f"{profile.fetch_hint}")
         print(f"LLM folder present: {profile.llm.model}")
         return
-    fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
+    if profile.llm.source:
+        convert_llm(profile)
+    else:
+        fetch_hub_model("LLM", profile.llm.model, profile.llm.revision)
     for name, section in profile.specialists.items():
         if SPECIALISTS[name].fetch is not None:
             SPECIALISTS[name].fetch(section, profile)
@@ -66,12 +69,30 @@ def fetch_file(what: str, path: str, url: str | None, profile_name: str, progres
         raise VitronInputError(f"profile {profile_name!r}: {path} is missing and no url is configured")
 
 
-def fetch_hub_model(what: str, model: str, revision: str | None) -> None:
+def fetch_hub_model(what: str, model: str, revision: str | None) -> Path:
     if Path(os.path.expanduser(model)).is_dir():
         print(f"{what} folder present: {model}")
-        return
+        return Path(os.path.expanduser(model))
     from huggingface_hub import snapshot_download
 
     print(f"downloading {what} {model} from the Hugging Face hub")
     path = snapshot_download(model, revision=revision)  # hub's own progress bars
     print(f"{what} ready: {path}")
+    return Path(path)
+
+
+def convert_llm(profile: ProfileConfig) -> None:
+    """An LLM published in another layout (llm.source): download each source, then the family's converter writes
+    llm.model. Skipped when llm.model is there."""
+    from .model.families import checkpoint_family
+
+    target = Path(profile.llm.model)
+    if (target / "config.json").is_file():
+        print(f"LLM folder present: {target}")
+        return
+    family = checkpoint_family(profile.llm.family, f"profile {profile.name!r}")
+    if family.convert is None:
+        raise VitronInputError(f"profile {profile.name!r}: llm.source is set but the {family.name!r} family has no "
+                               "converter; point llm.model at the published checkpoint instead")
+    sources = [fetch_hub_model("LLM source", hub_id, None) for hub_id in profile.llm.source.split()]
+    family.convert(sources, target, print)

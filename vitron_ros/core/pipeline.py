@@ -239,6 +239,7 @@ class VitronPipeline:
             raise VitronInputError(f"task {task!r}: expected one of the {self.grounder}'s tasks "
                                    f"{sorted(self.modules[self.grounder])}")
         names = self.specialists.names
+        grounded_only = self.llm.family.reply == "grounded"  # GLaMM, LISA: phrases and [SEG], never a call
         return ReplyGrammar(
             modules={name: tuple(SPECIALISTS[name].tasks) for name in names},
             grounder=self.grounder,
@@ -248,6 +249,9 @@ class VitronPipeline:
             require=task,
             prompted=frozenset(f"{name}:{task_name}" for name in names
                                for task_name, spec in SPECIALISTS[name].tasks.items() if spec.needs_prompt),
+            calls=not grounded_only,
+            phrase_boxes=not grounded_only,
+            box_style=self.llm.family.box_style,
         )
 
     def ground_request(self, image: np.ndarray, request: str) -> tuple[np.ndarray, float] | None:
@@ -272,9 +276,11 @@ class VitronPipeline:
         # 1. Check inputs
         image = self.check_inputs(image, request, sketches)
         height, width = image.shape[:2]
+        family = self.llm.family  # the checkpoint's own system turn, style and image sentence
         conversation = conversation if conversation is not None else Conversation(
-            system=self.llm.config.system_prompt or system_prompt(module_descriptions(self.specialists.names)),
-            image_hw=(height, width),
+            system=self.llm.config.system_prompt or family.system_prompt
+            or system_prompt(module_descriptions(self.specialists.names)),
+            image_hw=(height, width), style=family.prompt_style, image_prefix=family.image_prefix,
         )
         if conversation.image_hw not in (None, (height, width)):
             raise VitronInputError(
@@ -295,7 +301,7 @@ class VitronPipeline:
         placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
         query.turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
         # The prompt is built on a copy: a query that fails midway leaves the caller's conversation untouched.
-        pending = Conversation(system=conversation.system, turns=[*conversation.turns, query.turn])
+        pending = dataclasses.replace(conversation, turns=[*conversation.turns, query.turn])
         with query.timer.stage("prompt"):
             query.prompt = self.llm.build_prompt(pending, encoding)
         return query

@@ -30,6 +30,7 @@ class TrainedWith:
     # VITRON checkpoints, which do); false: the signal alone finds the object, and the box is not passed on
     box_prompt: bool | None = None
     video_pooling: str | None = None  # how clip features became video tokens (model/video_pooling.py; None: VITRON's)
+    family: str | None = None  # how it is prompted and answers (model/families.py; None: VITRON's)
     provenance: dict[str, Any] = field(default_factory=dict)  # recipe, stages, updates, ...: reported, not used
 
 
@@ -43,7 +44,7 @@ def read_facts(folder: str | Path) -> TrainedWith:
     except (OSError, ValueError, TypeError) as exc:
         raise CheckpointLoadError(f"{path} is not a readable facts file: {exc}") from None
     for name, kind in (("box_prompt", bool), ("clip_frames", int), ("box_format", str), ("system_prompt", str),
-                       ("video_pooling", str)):
+                       ("video_pooling", str), ("family", str)):
         value = getattr(facts, name)
         if value is not None and type(value) is not kind:
             raise CheckpointLoadError(f"{path}: {name} must be a {kind.__name__} or null, not {value!r}")

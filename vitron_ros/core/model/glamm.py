@@ -21,7 +21,9 @@ Parity with GLaMM's own code at tiny size: test/test_glamm_parity.py against tes
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import CheckpointLoadError
 
@@ -133,3 +135,95 @@ def signal_positions(token_ids, seg_token_id: int):
 
     ids = torch.as_tensor(token_ids)
     return (ids == seg_token_id).nonzero().flatten() + SIGNAL_OFFSET
+
+
+def _strip_around_added_tokens(tokenizer) -> None:
+    """GLaMM was trained and run with transformers 4.31's slow LlamaTokenizer, which dropped the whitespace on both
+    sides of an added token ("The <im_start>" -> "The", "<im_start>"); the fast tokenizer does so only when told."""
+    from tokenizers import AddedToken
+
+    keep = {tokenizer.bos_token, tokenizer.eos_token, tokenizer.unk_token, tokenizer.pad_token}
+    stripped = [AddedToken(t.content, lstrip=True, rstrip=True, special=t.special, normalized=False)
+                for t in tokenizer.added_tokens_decoder.values() if t.content not in keep]
+    tokenizer.backend_tokenizer.add_special_tokens([t for t in stripped if t.special])
+    tokenizer.backend_tokenizer.add_tokens([t for t in stripped if not t.special])
+
+
+def read_glamm_state(folder: Path) -> dict:
+    """Every weight file of a GLaMM checkpoint folder (sharded .safetensors or .bin, read safely), merged."""
+    from .weights import read_state_dict
+
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
+    if not files:
+        raise CheckpointLoadError(f"{folder} holds no .safetensors or pytorch_model*.bin weights: not a GLaMM checkpoint")
+    state: dict = {}
+    for path in files:
+        state.update(read_state_dict(path))
+    return state
+
+
+def convert_glamm(glamm_folder: str | os.PathLike, clip_folder: str | os.PathLike, out_folder: str | os.PathLike,
+                  progress=print) -> Path:
+    """A GLaMM checkpoint folder (its config.json, weights and LLaMA tokenizer) and its CLIP tower's folder ->
+    `out_folder/llava` (LLaVA in transformers + the signal projector as VITRON heads + vitron_facts.json naming the
+    glamm family) and `out_folder/sam.safetensors` (its SAM, fine-tuned mask decoder included). Returns out_folder.
+
+    Reading a sentencepiece tokenizer needs the `sentencepiece` package (pip install vitron_ros[convert]); the
+    converted folder carries a fast tokenizer, so the runtime does not.
+    """
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    from ..conversation import IMAGE_TOKEN
+    from .facts import TrainedWith, write_facts
+    from .heads import HeadsConfig, build_heads, save_heads
+    from .weights import replacing_folder
+
+    glamm_folder, clip_folder, out_folder = Path(glamm_folder), Path(clip_folder), Path(out_folder)
+    try:
+        config = json.loads((glamm_folder / "config.json").read_text())
+        clip_config = json.loads((clip_folder / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointLoadError(f"cannot read a GLaMM or CLIP config.json: {exc}") from None
+    clip_config = clip_config.get("vision_config", clip_config)  # a full CLIPModel folder (openai/clip-vit-*)
+    progress(f"converting GLaMM {glamm_folder} (+ CLIP {clip_folder}) -> {out_folder}")
+    parts = split_glamm_state(read_glamm_state(glamm_folder))
+    clip_state = {k.removeprefix("vision_model.") if k.startswith("vision_model.") else k: v
+                  for k, v in read_glamm_state(clip_folder).items() if not k.startswith(("text_model.", "logit_scale",
+                                                                                          "text_projection",
+                                                                                          "visual_projection"))}
+    model = build_llava(parts, {"vision_model." + k: v for k, v in clip_state.items()}, llava_config(config, clip_config))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(glamm_folder)
+    except Exception as exc:
+        raise CheckpointLoadError(f"cannot read GLaMM's tokenizer in {glamm_folder} ({type(exc).__name__}: {exc}); "
+                                  "its sentencepiece model needs `pip install sentencepiece`") from None
+    if len(tokenizer) != config["vocab_size"]:
+        raise CheckpointLoadError(f"GLaMM tokenizer has {len(tokenizer)} tokens, its config {config['vocab_size']}")
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)  # the placeholder row build_llava appended
+    if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != model.config.image_token_id:
+        raise CheckpointLoadError("GLaMM tokenizer: the <image> placeholder did not land on the appended row")
+    _strip_around_added_tokens(tokenizer)
+    image_processor = CLIPImageProcessor.from_pretrained(clip_folder)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                               patch_size=model.config.vision_config.patch_size,
+                               vision_feature_select_strategy="default")
+    heads = build_heads(HeadsConfig(hidden_size=config["hidden_size"], prompt_dim=config["out_dim"],
+                                    sketch_encoder=False))
+    heads.signal_projector.load_state_dict(parts.projector, strict=True)
+    with replacing_folder(out_folder) as staging:
+        llava = staging / "llava"
+        llava.mkdir()
+        model.save_pretrained(llava)
+        processor.save_pretrained(llava)
+        save_heads(heads, llava)
+        write_facts(llava, TrainedWith(
+            family="glamm", box_format="normalized", box_prompt=False,
+            provenance={"converted_from": str(glamm_folder), "clip": str(clip_folder),
+                        "dropped": sorted(set(parts.dropped.values()))}))
+        save_file({k: v.contiguous() for k, v in parts.sam.items()}, str(staging / "sam.safetensors"))
+    progress(f"converted GLaMM: {sum(v.numel() for v in parts.llava.values()) / 1e6:.1f} M LLM parameters, "
+             f"{sum(v.numel() for v in parts.sam.values()) / 1e6:.1f} M SAM parameters")
+    return out_folder

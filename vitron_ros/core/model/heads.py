@@ -28,6 +28,8 @@ class HeadsConfig:
     # Cross-task synergy (VITRON sec. 4.3): > 0 splits the signal into a task-invariant and a task-specific part
     # of this width each; training makes the invariant part useless to a task discriminator (gradient reversal).
     synergy_dim: int = 0
+    # False: a signal projector only (a converted LISA / GLaMM checkpoint): sketches reach the LLM as text boxes
+    sketch_encoder: bool = True
 
 
 def region_grid_weights(mask_square: np.ndarray, grid: int) -> np.ndarray:
@@ -98,7 +100,7 @@ def _modules():
         def __init__(self, config: HeadsConfig):
             super().__init__()
             self.config = config
-            self.sketch_encoder = SketchEncoder(config.hidden_size)
+            self.sketch_encoder = SketchEncoder(config.hidden_size) if config.sketch_encoder else None
             if config.synergy_dim > 0:
                 self.signal_projector = SynergySignalProjector(config.hidden_size, config.prompt_dim, config.synergy_dim)
             else:

@@ -14,6 +14,7 @@ import numpy as np
 from ..config import LlmConfig, RuntimeConfig
 from ..conversation import Conversation
 from ..errors import VitronInputError
+from .families import CheckpointFamily
 
 
 class LanguageModel(Protocol):
@@ -21,6 +22,7 @@ class LanguageModel(Protocol):
     device: str
     clip_frames: int  # frames per clip its video encoder was taught on (the default clip sampling)
     box_prompt: bool  # its segmenter takes a reply's <Region> box beside the [SEG] signal (False: the signal alone)
+    family: CheckpointFamily  # how it is prompted and answers (families.py)
 
     @property
     def hidden_size(self) -> int: ...  # width of the LM's hidden states ([SEG] signals)

@@ -23,6 +23,7 @@ from ..video import ClipSampling
 from ..reply_grammar import ReplyGrammar
 from .constrained import GRACE_TOKENS, GrammarDecoding
 from .facts import TrainedWith, agree, read_facts
+from .families import checkpoint_family
 from .heads import load_heads, region_grid_weights
 from .video_pooling import named_pooling
 
@@ -88,11 +89,14 @@ class VitronLLM:
         self.clip_frames = facts.clip_frames or ClipSampling().frames  # frames per clip the video encoder was taught on
         self.box_prompt = facts.box_prompt is not False  # the segmenter was trained with the reply's box beside [SEG]
         self.video_pooling = named_pooling(facts.video_pooling)  # how its video encoder turns clips into tokens
+        # how it is prompted and answers (families.py): the profile's or the checkpoint's word, else VITRON's
+        self.family = checkpoint_family(agree("family", config.family, facts.family, "LLM checkpoint"))
         self.device = device
         self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         if self.image_token_id is None or self.image_token_id == self.tokenizer.unk_token_id:
             raise CheckpointLoadError(f"tokenizer has no {IMAGE_TOKEN} token; not a LLaVA-family checkpoint")
-        self.sketch_token_id = self._special_id(SKETCH_TOKEN) if heads is not None else None
+        has_sketch = heads is not None and heads.sketch_encoder is not None
+        self.sketch_token_id = self._special_id(SKETCH_TOKEN) if has_sketch else None
         self.seg_token_id = self._special_id(heads.config.seg_token) if heads is not None else None
         self._embed = model.get_input_embeddings()
         self._torch = torch
@@ -128,6 +132,7 @@ class VitronLLM:
             config,
             box_format=agree("box_format", config.box_format, facts.box_format, where) or "normalized",
             system_prompt=agree("system_prompt", config.system_prompt, facts.system_prompt, where),
+            family=agree("family", config.family, facts.family, where),
         )
         return cls(model, processor, load_heads(path), config, device, runtime, progress, facts)
 
@@ -150,7 +155,7 @@ class VitronLLM:
 
     @property
     def has_sketch_encoder(self) -> bool:
-        return self.heads is not None
+        return self.heads is not None and self.heads.sketch_encoder is not None
 
     @property
     def has_signal_projector(self) -> bool:
@@ -176,7 +181,8 @@ class VitronLLM:
         letterbox = Letterbox(*images[0].shape[:2])
         image_processor = self.processor.image_processor
         fill = [int(round(255 * m)) for m in image_processor.image_mean]  # LLaVA-1.5 pads with the mean colour
-        squares = [letterbox.pad_image(image, fill) for image in images]
+        # letterboxed as LLaVA-1.5 was trained ("pad"); a family trained without it gets the processor's own resize
+        squares = [letterbox.pad_image(image, fill) for image in images] if self.family.letterbox else list(images)
         pixel_values = image_processor(images=squares, return_tensors="pt")["pixel_values"]
         with torch.inference_mode():
             (features,) = self.vision(pixel_values.to(self.device, self.model.dtype))
@@ -311,7 +317,9 @@ class VitronLLM:
     def signal_hidden_states(self, prompt: PromptInputs, reply_ids: list[int]) -> np.ndarray:
         """The LM's last hidden states at the reply's [SEG] tokens, unprojected: (S, hidden_size) float32."""
         torch = self._torch
-        positions = [i for i, t in enumerate(reply_ids) if t == self.seg_token_id]
+        # the family's signal position: at each [SEG], or at the token before it (GLaMM, LISA), which may be the
+        # prompt's last token
+        positions = [i + self.family.signal_offset for i, t in enumerate(reply_ids) if t == self.seg_token_id]
         if not positions:
             return np.zeros((0, self.hidden_size), np.float32)
         with torch.inference_mode():
