@@ -21,6 +21,7 @@ from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import box_to_mask, mask_to_box
 from .model.language_model import LanguageModel
 from .model.vitron_llm import PromptInputs
+from .planned_reply import ANSWER, TaskChoice, plan_reply
 from .reply_grammar import ReplyGrammar
 from .results import (
     OUTPUT_KINDS,
@@ -63,6 +64,7 @@ class _Query:
     timer: StageTimer
     turn: Turn | None = None  # joins `conversation` once the reply is in
     prompt: PromptInputs | None = None
+    encoding: object = None  # the image's (or clip's) features as the LLM sees them
     errors: list[str] = field(default_factory=list)  # format breaks and failed calls, reported in the result
     sketch_masks: list[GroundedMask] = field(default_factory=list)
 
@@ -198,8 +200,7 @@ class VitronPipeline:
             # 4. Generate the reply, under the invocation grammar
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                grammar = self.reply_grammar(query.frame.image.shape[:2], task)
-                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
+                reply, reply_ids = self._reply(query, task, on_text)
             result, deferred = self._finish(query, reply, reply_ids)
         return self._run_deferred(query, result, deferred), query.conversation
 
@@ -225,12 +226,25 @@ class VitronPipeline:
             query.frame.clip = tuple(frames)
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                grammar = self.reply_grammar(query.frame.image.shape[:2])
-                reply, reply_ids = self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
+                reply, reply_ids = self._reply(query, None, on_text)
             result, deferred = self._finish(query, reply, reply_ids)
         result = self._run_deferred(query, result, deferred)
         result.clip_frames = len(frames)
         return result, query.conversation
+
+    def _reply(self, query: _Query, task: str | None, on_text) -> tuple[str, list[int]]:
+        """4. The reply: written by the LLM under the grammar, or planned from its answers to the prompts it was
+        trained on (a "planned" checkpoint family, e.g. LLaVA-1.5: planned_reply.py)."""
+        if self.llm.family.reply != "planned":
+            grammar = self.reply_grammar(query.frame.image.shape[:2], task)
+            return self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
+        choices = {ANSWER: TaskChoice(None, ANSWER)}
+        for name in self.specialists.names:
+            for task_name, spec in SPECIALISTS[name].tasks.items():
+                if spec.plannable:
+                    choices.setdefault(task_name, TaskChoice(name, task_name, spec.needs_prompt, spec.grounded))
+        history = dataclasses.replace(query.conversation, image_hw=query.frame.image.shape[:2])
+        return plan_reply(self.llm, query.encoding, history, query.turn, choices, task, on_text)
 
     def reply_grammar(self, image_hw: tuple[int, int] | None = None, task: str | None = None) -> ReplyGrammar:
         """What this profile's replies may say (reply_grammar.py): the loaded specialists' tasks, the LLM's box
@@ -298,6 +312,7 @@ class VitronPipeline:
         # 3. Encode the image and build the prompt with image and sketch embeddings spliced in
         with query.timer.stage("vision_encoder"):
             encoding = self.llm.encode_image(image) if video is None else self.llm.encode_video(video)
+        query.encoding = encoding
         placeholders = " ".join(f"Region {i + 1}: {SKETCH_TOKEN}" for i in range(len(regions)))
         query.turn = Turn(user=f"{request.strip()} {placeholders}".strip(), regions=tuple(regions))
         # The prompt is built on a copy: a query that fails midway leaves the caller's conversation untouched.

@@ -178,6 +178,17 @@ class ChoiceGrammar(_Grammar):
 
 
 @dataclass(frozen=True)
+class TextGrammar(_Grammar):
+    """Free text that opens no tag and writes no [SEG]: a plain answer parses to itself."""
+
+    seg: bool = False
+
+    @cached_property
+    def rules(self) -> dict[str, list[list[str]]]:
+        return {"start": [["items"]], "item": [["TEXT"]]}
+
+
+@dataclass(frozen=True)
 class BoxGrammar(_Grammar):
     """One box and nothing else, as a grounding LLM answers a referring prompt ("[0.12, 0.3, 0.45, 0.88]")."""
 

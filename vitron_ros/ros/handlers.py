@@ -183,9 +183,11 @@ class VitronHandlers:
         request_id: str = "",
         progress: Callable[[str, str], None] | None = None,
         reply: str = "",
+        task: str = "",
     ) -> QueryOutcome:
         """Query.srv / Ask.action / ~/query: answer `request` about a frame; points and boxes become regions.
-        With `reply`, that reply is carried out (grounded) instead of one the LLM generates."""
+        With `reply`, that reply is carried out (grounded) instead of one the LLM generates; with `task` (one of the
+        grounder's, e.g. "segmentation") the reply must carry it out on the request."""
         request_id = request_id or uuid.uuid4().hex[:12]
         frame = None
         try:
@@ -196,7 +198,7 @@ class VitronHandlers:
             if reply:
                 result = pipeline.ground_reply(frame.rgb, request, reply, sketches, progress=progress)
             else:
-                result, _ = pipeline(frame.rgb, request, sketches, progress=progress)
+                result, _ = pipeline(frame.rgb, request, sketches, progress=progress, task=task.strip() or None)
             spatial = self.lift(camera, frame.header, result.masks, depth)
             outputs = published_outputs(self.factory, result, frame.rgb, frame.header, request, request_id, self.overlay,
                                         self.cropped_masks, spatial)
@@ -226,7 +228,8 @@ class VitronHandlers:
 
     def query_from_request(self, req, progress=None) -> QueryOutcome:
         """A Query.srv request or Ask.action goal (same fields) -> outcome."""
-        return self.query(req.request, req.camera, req.image, req.points, req.boxes, req.request_id, progress)
+        return self.query(req.request, req.camera, req.image, req.points, req.boxes, req.request_id, progress,
+                          task=req.task)
 
     def segment_from_request(self, req) -> SegmentOutcome:
         return self.segment(req.camera, req.image, req.points, req.boxes, bool(req.everything))

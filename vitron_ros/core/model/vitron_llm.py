@@ -20,7 +20,7 @@ from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
 from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
 from ..geometry import Letterbox
 from ..video import ClipSampling
-from ..reply_grammar import ReplyGrammar
+from ..reply_grammar import BOX_STYLES, ReplyGrammar
 from .constrained import GRACE_TOKENS, GrammarDecoding
 from .facts import TrainedWith, agree, read_facts
 from .families import checkpoint_family
@@ -216,7 +216,9 @@ class VitronLLM:
         if self.config.box_format == "pixel":
             values = [round(v) for v in region.box_xyxy]
             return "[" + ", ".join(str(v) for v in values) + "]"
-        return "[" + ", ".join(f"{v:.2f}" for v in letterbox.box_to_normalized(region.box_xyxy)) + "]"
+        value = BOX_STYLES[self.family.box_style]  # as the checkpoint writes boxes ("0.3" for LLaVA-1.5)
+        normalized = [min(max(v, 0.0), 1.0) for v in letterbox.box_to_normalized(region.box_xyxy)]
+        return "[" + ", ".join(value(round(v * 100)) for v in normalized) + "]"
 
     def build_prompt(self, conversation: Conversation, encoding: ImageEncoding) -> PromptInputs:
         """Render the conversation, tokenize it, and splice image and sketch features into the embeddings."""

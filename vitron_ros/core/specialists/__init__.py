@@ -24,6 +24,9 @@ class TaskSpec:
     description: str  # what the task does, for the LLM's system prompt
     grounded: bool = False  # the grounding specialist turns the call's [SEG] / box into a mask first (call.mask)
     prompted: bool = False  # the specialist itself needs a [SEG] or a box for the call (the grounder's segmentation)
+    # the instruction is free text the runtime can write from a request (planned_reply.py); False: it needs structure
+    # only a trained VITRON LLM writes (layout's <p> boxes, add's box of where)
+    plannable: bool = True
 
     @property
     def needs_prompt(self) -> bool:
@@ -102,7 +105,7 @@ EDIT_TASKS = {
     "replace": TaskSpec("replace: the object with another, e.g. 'the mug with a bottle'", grounded=True),
     "recolour": TaskSpec("recolour: the object to a colour, e.g. 'the box to blue'", grounded=True),
     "move": TaskSpec("move: the object to the left, right, up or down", grounded=True),
-    "add": TaskSpec("add: a new object inside the <Region> box"),
+    "add": TaskSpec("add: a new object inside the <Region> box", plannable=False),
     "instruct": TaskSpec("instruct: a whole-image edit, e.g. 'make it night'"),
 }
 
@@ -128,7 +131,8 @@ SPECIALISTS: dict[str, SpecialistEntry] = {
     "generator": SpecialistEntry(
         "generator", GeneratorConfig, _generator,
         {"generation": TaskSpec("generation: a description of a new image"),
-         "layout": TaskSpec("layout: <p> phrase </p> <Region>[x1, y1, x2, y2]</Region> for each object to draw")},
+         "layout": TaskSpec("layout: <p> phrase </p> <Region>[x1, y1, x2, y2]</Region> for each object to draw",
+                            plannable=False)},
         output="images", summary="draws a new image", topic="generated", long_running=True,
         fetch=_fetch_hub("model", "generator"),
     ),
