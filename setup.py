@@ -65,7 +65,9 @@ setup(
         # the onnxruntime encoder backend (and exports for TensorRT); on CUDA install onnxruntime-gpu instead.
         # TensorRT itself comes with JetPack or NVIDIA's index and is found by import when present.
         "onnx": ONNX,
-        "test": ["pytest", "hypothesis", "pycocotools", *ONNX],
+        # converting published checkpoints whose tokenizer is a sentencepiece model (GLaMM: core/model/glamm.py)
+        "convert": ["sentencepiece"],
+        "test": ["pytest", "hypothesis", "pycocotools", "sentencepiece", *ONNX],
     },
     entry_points={"console_scripts": ["vitron = vitron_ros.cli:main", "vitron_node = vitron_ros.ros.node:main"]},
     zip_safe=True,

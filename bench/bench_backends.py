@@ -120,11 +120,13 @@ def llava_config():
 
 
 def memory_table() -> None:
-    """The default profile's specialists: parameters counted on the meta device (no weights), bytes at fp16."""
+    """The real-size profiles' parts: parameters counted on the meta device (no weights), bytes at fp16."""
     import torch
     from bench_edit import sd15_parts
     from segment_anything import sam_model_registry
     from transformers import LlavaForConditionalGeneration, Sam2VideoConfig, Sam2VideoModel
+
+    from vitron_ros.core.model.heads import HeadsConfig, build_heads
 
     def count(build) -> int:
         with torch.device("meta"):
@@ -136,20 +138,34 @@ def memory_table() -> None:
             parts = sd15_parts(in_channels)
         return sum(t.numel() for part in parts for t in (*part.parameters(), *part.buffers()))
 
-    stack = {  # specialist -> (checkpoint, elements)
-        "llm": ("LLaVA-1.5-7B (CLIP ViT-L/336 + Vicuna-7B)", count(lambda: LlavaForConditionalGeneration(llava_config()))),
-        "segmenter": ("SAM ViT-H", count(lambda: sam_model_registry["vit_h"]())),
-        "tracker": ("SAM 2.1 Hiera-tiny", count(lambda: Sam2VideoModel(Sam2VideoConfig()))),
-        "editor+generator": ("SD 1.5 inpainting (UNet 9ch + VAE + CLIP-L text)", sd(9)),
-        "editor (instruct)": ("InstructPix2Pix (UNet 8ch + VAE + CLIP-L text)", sd(8)),
+    llava = count(lambda: LlavaForConditionalGeneration(llava_config()))
+    sam_h = count(lambda: sam_model_registry["vit_h"]())
+    stacks = {
+        "default (LLaVA-1.5 asked its trained prompts, SAM segments its boxes)": {
+            "llm": ("LLaVA-1.5-7B (CLIP ViT-L/336 + Vicuna-7B)", llava),
+            "segmenter": ("SAM ViT-H", sam_h),
+            "tracker": ("SAM 2.1 Hiera-tiny", count(lambda: Sam2VideoModel(Sam2VideoConfig()))),
+            "editor+generator": ("SD 1.5 inpainting (UNet 9ch + VAE + CLIP-L text)", sd(9)),
+            "editor (instruct)": ("InstructPix2Pix (UNet 8ch + VAE + CLIP-L text)", sd(8)),
+        },
+        "glamm (GLaMM-FullScope: [SEG] weights; region encoder not ported)": {
+            "llm": ("GLaMM LLaVA-1.5-7B + text_hidden_fcs (4096 -> 256)",
+                    llava + count(lambda: build_heads(HeadsConfig(4096, 256, sketch_encoder=False)))),
+            "segmenter": ("GLaMM's SAM ViT-H (fine-tuned mask decoder)", sam_h),
+        },
     }
-    print("\nDefault profile, weights at fp16 (parameters and buffers x 2 bytes; activations, KV cache and the CUDA "
+    for title, stack in stacks.items():
+        _print_stack(title, stack)
+
+
+def _print_stack(title: str, stack: dict) -> None:
+    print(f"\n{title}: weights at fp16 (parameters and buffers x 2 bytes; activations, KV cache and the CUDA "
           "context come on top)")
     total = 0
     for name, (what, elements) in stack.items():
         total += elements * 2
-        print(f"  {name:<18} {what:<50} {elements / 1e6:8.1f} M  {elements * 2 / 2**30:6.2f} GiB")
-    print(f"  {'all':<18} {'':<50} {total / 2 / 1e6:8.1f} M  {total / 2**30:6.2f} GiB")
+        print(f"  {name:<18} {what:<52} {elements / 1e6:8.1f} M  {elements * 2 / 2**30:6.2f} GiB")
+    print(f"  {'all':<18} {'':<52} {total / 2 / 1e6:8.1f} M  {total / 2**30:6.2f} GiB")
     for device, usable in ORIN_USABLE_GB.items():
         fits = {n for n, (_, e) in stack.items() if e * 2 / 2**30 <= usable}
         print(f"  {device}: ~{usable:.1f} GiB usable; alone, fits: {sorted(fits)}; all together: "

@@ -126,3 +126,29 @@ def test_a_request_to_segment_gets_a_mask_from_the_glamm_profile(glamm_pipeline)
     assert result.errors == [], result.errors
     assert "[SEG]" in result.raw_reply and "<module>" not in result.raw_reply  # GLaMM's dialect, no calls
     assert any(m.invocation_index is not None and m.mask.shape == (120, 160) for m in result.masks)
+
+
+def test_models_fetch_downloads_the_sources_and_converts_them(tmp_path, capsys):
+    """`vitron models fetch` on a profile with llm.source: each source is fetched (here: local folders, as a hub
+    snapshot is one), the family's converter writes llm.model, and a second fetch finds it there."""
+    import dataclasses
+
+    from vitron_lab.tiny_glamm import stage_published_layout
+    from vitron_ros.core.config import load_profile
+    from vitron_ros.core.fetch import fetch_profile
+
+    published, clip = stage_published_layout(tmp_path)
+    tiny = load_profile("glamm-tiny")
+    profile = dataclasses.replace(
+        tiny, name="glamm-local", fetch_hint="",
+        llm=dataclasses.replace(tiny.llm, model=str(tmp_path / "out" / "llava"), source=f"{published} {clip}"),
+        specialists={"segmenter": dataclasses.replace(tiny.section("segmenter"),
+                                                      checkpoint=str(tmp_path / "out" / "sam.safetensors"))})
+    fetch_profile(profile)
+    assert (tmp_path / "out" / "llava" / "vitron_facts.json").is_file()
+    assert (tmp_path / "out" / "sam.safetensors").is_file()
+    fetch_profile(profile)
+    assert "LLM folder present" in capsys.readouterr().out
+    with pytest.raises(Exception, match="names its checkpoint and its CLIP tower"):
+        fetch_profile(dataclasses.replace(profile, llm=dataclasses.replace(
+            profile.llm, model=str(tmp_path / "other" / "llava"), source=str(published))))

@@ -15,15 +15,22 @@ from vitron_ros.core.model.glamm import convert_glamm
 FIXTURE = Path(__file__).resolve().parents[2] / "test" / "fixtures" / "glamm"
 
 
+def stage_published_layout(destination: Path, fixture: Path = FIXTURE) -> tuple[Path, Path]:
+    """The fixture laid out as MBZUAI/GLaMM-* is (config.json, weights and tokenizer together) under `destination`:
+    (the GLaMM folder, the CLIP tower folder)."""
+    config = json.loads((fixture / "config.json").read_text())
+    published = Path(destination) / "GLaMM-tiny"
+    shutil.copytree(fixture / "tokenizer", published)
+    (published / "config.json").write_text(json.dumps(config["glamm"]))
+    shutil.copy(fixture / "glamm_tiny.safetensors", published / "model.safetensors")
+    return published, fixture / "clip_tiny"
+
+
 def build_tiny_glamm(profile: ProfileConfig, fixture: Path = FIXTURE, progress=print) -> None:
     """Convert the fixture into the folder the profile's llm.model names (its parent: llava/ and sam.safetensors)."""
     out = Path(profile.llm.model).parent
     if (out / "llava" / "config.json").is_file() and (out / "sam.safetensors").is_file():
         return
-    config = json.loads((fixture / "config.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
-        published = Path(tmp) / "GLaMM-tiny"  # the published layout: config.json, weights and tokenizer together
-        shutil.copytree(fixture / "tokenizer", published)
-        (published / "config.json").write_text(json.dumps(config["glamm"]))
-        shutil.copy(fixture / "glamm_tiny.safetensors", published / "model.safetensors")
-        convert_glamm(published, fixture / "clip_tiny", out, progress=progress)
+        published, clip = stage_published_layout(Path(tmp), fixture)
+        convert_glamm(published, clip, out, progress=progress)

@@ -82,6 +82,8 @@ def check_checkpoints(context: DoctorContext) -> list[CheckResult]:
         return [CheckResult("checkpoints", FAIL, f"profile {context.profile_name!r} cannot be loaded: "
                             f"{context.profile_error}", "vitron models list shows the profiles; fix the YAML named")]
     fix = profile.missing_hint()
+    if profile.llm.source:  # converted from another layout: the fetch downloads and converts
+        fix += f" (downloads {' and '.join(profile.llm.source.split())} and converts them; needs sentencepiece)"
     results = []
     for what, where in profile_checkpoints(profile):
         path, kind = locate(where)
