@@ -20,7 +20,7 @@ from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
 from .masks import box_to_mask, mask_to_box
 from .model.language_model import LanguageModel
-from .model.vitron_llm import PromptInputs
+from .model.vitron_llm import LlmReply, PromptInputs
 from .planned_reply import ANSWER, TaskChoice, plan_reply
 from .reply_grammar import ReplyGrammar
 from .results import (
@@ -200,8 +200,8 @@ class VitronPipeline:
             # 4. Generate the reply, under the invocation grammar
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                reply, reply_ids = self._reply(query, task, on_text)
-            result, deferred = self._finish(query, reply, reply_ids)
+                reply = self._reply(query, task, on_text)
+            result, deferred = self._finish(query, reply)
         return self._run_deferred(query, result, deferred), query.conversation
 
     def ask_clip(
@@ -226,25 +226,26 @@ class VitronPipeline:
             query.frame.clip = tuple(frames)
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
-                reply, reply_ids = self._reply(query, None, on_text)
-            result, deferred = self._finish(query, reply, reply_ids)
+                reply = self._reply(query, None, on_text)
+            result, deferred = self._finish(query, reply)
         result = self._run_deferred(query, result, deferred)
         result.clip_frames = len(frames)
         return result, query.conversation
 
-    def _reply(self, query: _Query, task: str | None, on_text) -> tuple[str, list[int]]:
-        """4. The reply: written by the LLM under the grammar, or planned from its answers to the prompts it was
-        trained on (a "planned" checkpoint family, e.g. LLaVA-1.5: planned_reply.py)."""
+    def _reply(self, query: _Query, task: str | None, on_text) -> LlmReply:
+        """4. The reply and its signals, from one call to the LLM: written by it under the grammar, or planned from its
+        answers to the prompts it was trained on (a "planned" checkpoint family, e.g. LLaVA-1.5: planned_reply.py)."""
         if self.llm.family.reply != "planned":
             grammar = self.reply_grammar(query.frame.image.shape[:2], task)
-            return self.llm.generate(query.prompt, on_text=on_text, grammar=grammar)
+            return self.llm.answer(query.prompt, grammar=grammar, on_text=on_text, stage=query.timer.stage)
         choices = {ANSWER: TaskChoice(None, ANSWER)}
         for name in self.specialists.names:
             for task_name, spec in SPECIALISTS[name].tasks.items():
                 if spec.plannable:
                     choices.setdefault(task_name, TaskChoice(name, task_name, spec.needs_prompt, spec.grounded))
         history = dataclasses.replace(query.conversation, image_hw=query.frame.image.shape[:2])
-        return plan_reply(self.llm, query.encoding, history, query.turn, choices, task, on_text)
+        written = plan_reply(self.llm, query.encoding, history, query.turn, choices, task, on_text)
+        return self.llm.answer(query.prompt, written=written, stage=query.timer.stage)
 
     def reply_grammar(self, image_hw: tuple[int, int] | None = None, task: str | None = None) -> ReplyGrammar:
         """What this profile's replies may say (reply_grammar.py): the loaded specialists' tasks, the LLM's box
@@ -283,7 +284,7 @@ class VitronPipeline:
         """
         with self.model_lock:
             query = self._begin(image, request, sketches, None, progress)
-            result, deferred = self._finish(query, reply, self.llm.encode_reply(reply))
+            result, deferred = self._finish(query, self.llm.answer(query.prompt, written=reply, stage=query.timer.stage))
         return self._run_deferred(query, result, deferred)
 
     def _begin(self, image, request, sketches, conversation: Conversation | None, progress=None, video=None) -> _Query:
@@ -321,12 +322,12 @@ class VitronPipeline:
             query.prompt = self.llm.build_prompt(pending, encoding)
         return query
 
-    def _finish(self, query: _Query, reply: str, reply_ids: list[int]):
-        query.turn.assistant = reply
+    def _finish(self, query: _Query, reply: LlmReply):
+        query.turn.assistant = reply.text
         query.conversation.turns.append(query.turn)
         query.conversation.image_hw = query.frame.image.shape[:2]
-        # 5-7. Parse, compute signal embeddings, call specialists (long-running ones are handed back, deferred)
-        result, deferred = self._ground(query, reply, reply_ids)
+        # 5-7. Parse, call specialists with the reply's signals (long-running ones are handed back, deferred)
+        result, deferred = self._ground(query, reply)
         result.masks[:0] = query.sketch_masks
         return result, deferred
 
@@ -373,32 +374,27 @@ class VitronPipeline:
             query.sketch_masks.append(GroundedMask(f"region {i + 1}", mask, mask_to_box(mask), score, SOURCE_USER_PROMPT))
         return regions
 
-    def _ground(self, query: _Query, reply: str, reply_ids: list[int]) -> VitronResult:
+    def _ground(self, query: _Query, reply: LlmReply) -> VitronResult:
         height, width = query.frame.image.shape[:2]
         timer, errors, request = query.timer, query.errors, query.request
         # 5. Parse: the one strict parser; format breaks become errors, not exceptions
         with timer.stage("parse"):
             parsed: ParsedReply = parse_reply(
-                reply, (height, width), self.modules, self.llm.config.box_format, grounder=self.grounder
+                reply.text, (height, width), self.modules, self.llm.config.box_format, grounder=self.grounder
             )
         errors.extend(parsed.errors)
 
-        # 6. Signal embeddings: hidden states at [SEG]; the grounder's prompt tokens by the LLM's trained head,
-        #    other specialists project the hidden state with their own
-        hidden = np.zeros((0, 0), np.float32)
-        embeddings = np.zeros((0, 0), np.float32)
-        if any(call.seg_index is not None for call in parsed.invocations):
-            with timer.stage("signal_forward"):
-                hidden = self.llm.signal_hidden_states(query.prompt, reply_ids)
-                embeddings = self.llm.project_signals(hidden)
-            if len(hidden) != parsed.seg_count:
-                errors.append(
-                    f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(hidden)} [SEG] tokens"
-                )
+        # 6. Signal embeddings came with the reply: hidden states at [SEG]; the grounder's prompt tokens by the LLM's
+        #    trained head, other specialists project the hidden state with their own
+        hidden, embeddings = reply.signals, reply.embeddings
+        if len(hidden) != parsed.seg_count and any(call.seg_index is not None for call in parsed.invocations):
+            errors.append(
+                f"reply shows {parsed.seg_count} [SEG] markers but the model emitted {len(hidden)} [SEG] tokens"
+            )
 
         # 7. Specialist calls. Calls the grounder serves (its own, and grounded tasks' regions) run first, as one
         #    batch so it encodes the image once; then every other specialist gets its batch.
-        result = VitronResult(answer=parsed.text, raw_reply=reply, image_hw=(height, width), profile=self.profile_name)
+        result = VitronResult(answer=parsed.text, raw_reply=reply.text, image_hw=(height, width), profile=self.profile_name)
         planned: dict[str, list[tuple[int, Invocation, SpecialistCall, str]]] = {}
         grounding: list[tuple[int, Invocation, SpecialistCall, str]] = []
         for index, invocation in enumerate(parsed.invocations):

@@ -43,14 +43,14 @@ def request_spans(request: str) -> list[str]:
 
 
 def plan_reply(llm, encoding, history: Conversation, turn: Turn, choices: dict[str, TaskChoice], task: str | None,
-               on_text: Callable[[str], None] | None = None) -> tuple[str, list[int]]:
-    """The reply, written from the LLM's answers to the prompts it was trained on: (text the parser reads, its ids)."""
+               on_text: Callable[[str], None] | None = None) -> str:
+    """The reply the parser reads, written from the LLM's answers to the prompts it was trained on."""
     family = llm.family
     image_hw = history.image_hw
 
     def ask(text: str, grammar, regions=()) -> str:
         conversation = replace(history, turns=[Turn(user=text, regions=tuple(regions))])
-        reply, _ = llm.generate(llm.build_prompt(conversation, encoding), grammar=grammar)
+        reply = llm.answer(llm.build_prompt(conversation, encoding), grammar=grammar).text
         if on_text is not None:
             on_text(reply)
         return reply.strip()
@@ -71,8 +71,7 @@ def plan_reply(llm, encoding, history: Conversation, turn: Turn, choices: dict[s
     # 4. A plain answer: the request itself, in the conversation so far
     if choice.module is None:
         conversation = replace(history, turns=[*history.turns, replace(turn, user=request)])
-        reply, ids = llm.generate(llm.build_prompt(conversation, encoding), on_text=on_text, grammar=TextGrammar())
-        return reply, ids
+        return llm.answer(llm.build_prompt(conversation, encoding), on_text=on_text, grammar=TextGrammar()).text
     # 2. The object and its box, asked as the checkpoint was trained
     instruction = _plain(turn.user)
     box = ""
@@ -83,8 +82,7 @@ def plan_reply(llm, encoding, history: Conversation, turn: Turn, choices: dict[s
                   BoxGrammar(llm.config.box_format, family.box_style, image_hw))
         instruction = instruction if choice.grounded else phrase
         box = f" <Region>{box}</Region>"
-    reply = f"<module>{choice.module}</module> <instruction>{choice.task}: {instruction}</instruction>{box}"
-    return reply, llm.encode_reply(reply)
+    return f"<module>{choice.module}</module> <instruction>{choice.task}: {instruction}</instruction>{box}"
 
 
 def _plain(text: str) -> str:

@@ -36,17 +36,12 @@ class LanguageModel(Protocol):
 
     def build_prompt(self, conversation: Conversation, encoding): ...  # -> PromptInputs
 
-    # greedy reply and its ids; under `grammar` (a ReplyGrammar) when given and the profile's llm.grammar is on
-    def generate(self, prompt, on_text=None, grammar=None) -> tuple[str, list[int]]: ...
+    # the reply and its [SEG] signals in one call (vitron_llm.LlmReply): generated under `grammar` (a ReplyGrammar,
+    # when the profile's llm.grammar is on), or `written` given (teacher forcing); stage(name) times the signal forward
+    def answer(self, prompt, grammar=None, on_text=None, written: str | None = None, stage=None): ...
 
     @property
     def has_seg_token(self) -> bool: ...  # its replies can hold [SEG] (a token with a hidden state behind it)
-
-    def encode_reply(self, text: str) -> list[int]: ...  # a given reply's ids (teacher forcing)
-
-    def signal_hidden_states(self, prompt, reply_ids: list[int]) -> np.ndarray: ...  # (S, hidden) at [SEG]
-
-    def project_signals(self, hidden: np.ndarray) -> np.ndarray: ...  # (S, hidden) -> (S, prompt_dim)
 
     def encoders(self) -> dict: ...  # encoder name -> backends.Encoder
 

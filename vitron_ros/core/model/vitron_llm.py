@@ -45,6 +45,16 @@ class ImageEncoding:
 
 
 @dataclass
+class LlmReply:
+    """One answer of the LLM, everything the pipeline needs from it: the text, its ids and its [SEG] signals."""
+
+    text: str  # the reply with [SEG] kept (the parser reads it)
+    ids: list[int]  # its token ids, without EOS
+    signals: np.ndarray  # (S, hidden_size) float32: the LM's last hidden states at the family's [SEG] positions
+    embeddings: np.ndarray  # (S, prompt_dim) float32: `signals` through the trained projector; (0, 0) without one
+
+
+@dataclass
 class PromptInputs:
     embeds: object  # torch.Tensor (T, D) prompt embeddings with image and sketch features spliced in
     ids: list[int]  # the T token ids behind `embeds` (image placeholder repeated once per patch)
@@ -288,6 +298,25 @@ class VitronLLM:
         if session is not None:
             reply_ids = reply_ids[: session.complete_length(len(reply_ids))]
         return self.decode(reply_ids), reply_ids
+
+    def answer(self, prompt: PromptInputs, grammar=None, on_text=None, written: str | None = None,
+               stage=None) -> LlmReply:
+        """The reply to `prompt` and its [SEG] signals, in one call: generated (under `grammar`), or `written` given
+        (teacher forcing: evaluation, training, replaying a logged answer). `stage(name)`, a context manager, times
+        the signal forward ("signal_forward") when the reply holds a [SEG]."""
+        import contextlib
+
+        if written is None:
+            text, ids = self.generate(prompt, on_text=on_text, grammar=grammar)
+        else:
+            text, ids = written, self.encode_reply(written)
+        signals = np.zeros((0, self.hidden_size), np.float32)
+        embeddings = np.zeros((0, 0), np.float32)
+        if self.seg_token_id is not None and self.seg_token_id in ids:
+            with (stage("signal_forward") if stage is not None else contextlib.nullcontext()):
+                signals = self.signal_hidden_states(prompt, ids)
+                embeddings = self.project_signals(signals)
+        return LlmReply(text, ids, signals, embeddings)
 
     def grammar_decoding(self) -> GrammarDecoding:
         """The tokenizer's compiled-grammar cache (built on first use: llguidance reads the whole vocabulary)."""
