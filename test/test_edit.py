@@ -206,8 +206,7 @@ class _Stamper:
 def test_a_specialist_added_by_registry_entry_alone_reaches_the_result_and_the_messages(
     tiny_pipeline, shapes_image, monkeypatch
 ):
-    from vitron_ros.core.conversation import system_prompt
-    from vitron_ros.core.specialists import module_descriptions
+    from vitron_ros.core.specialists import system_prompt
     from vitron_ros.ros.interfaces import TypestoreFactory
     from vitron_ros.ros.result_messages import output_topics, published_outputs
 
@@ -218,7 +217,7 @@ def test_a_specialist_added_by_registry_entry_alone_reaches_the_result_and_the_m
     assert "images" in OUTPUT_KINDS
     pipeline = VitronPipeline(tiny_pipeline.llm, {**tiny_pipeline.specialists,
                                                   "stamper": entry.build(_StampConfig(), None, "cpu")})
-    assert "stamper (stamps boxes; tasks: stamp: a white box" in system_prompt(module_descriptions(pipeline.specialists))
+    assert "stamper (stamps boxes; tasks: stamp: a white box" in system_prompt(pipeline.specialists)
     result = pipeline.ground_reply(shapes_image, "stamp it", _invoke("stamper", "stamp: here", "[0.0, 0.0, 0.5, 0.5]"))
     assert result.errors == [] and len(result.images) == 1
     assert (result.images[0].kind, result.images[0].specialist) == ("stamped", "stamper")

@@ -17,7 +17,7 @@ from vitron_ros.core.results import (
     SOURCE_USER_PROMPT,
 )
 from vitron_ros.core.sketch import Sketch
-from vitron_ros.core.specialists import Frame, SpecialistCall
+from vitron_ros.core.specialists import Frame, SpecialistCall, system_prompt
 
 
 def test_query_end_to_end_returns_full_size_masks_and_timings(tiny_pipeline, scene):
@@ -58,7 +58,8 @@ def test_grounded_conversation_links_phrases_to_masks(tiny_pipeline, scene):
         assert m.mask.shape == scene.shape[:2]
     # the embedding path really used the [SEG] hidden state: redo it by hand and compare
     llm = tiny_pipeline.llm
-    conversation = Conversation(image_hw=scene.shape[:2], turns=[Turn(user="describe the image")])
+    conversation = Conversation(system=system_prompt(tiny_pipeline.specialists.names), image_hw=scene.shape[:2],
+                                turns=[Turn(user="describe the image")])
     prompt = llm.build_prompt(conversation, llm.encode_image(scene))
     embeddings = llm.signal_embeddings(prompt, llm.encode_reply(reply))
     assert embeddings.shape == (1, tiny_pipeline.specialists["segmenter"].prompt_dim)
@@ -173,7 +174,7 @@ def test_cancelling_from_progress_stops_generation(tiny_pipeline, scene):
             if len(tokens_seen) == 2:
                 raise QueryCancelled("cancelled by the caller")
 
-    conversation = Conversation(image_hw=scene.shape[:2])
+    conversation = Conversation(system=system_prompt(tiny_pipeline.specialists.names), image_hw=scene.shape[:2])
     with pytest.raises(QueryCancelled):
         tiny_pipeline(scene, "describe", conversation=conversation, progress=cancel_after_two_tokens)
     assert len(tokens_seen) == 2 and conversation.turns == []

@@ -186,7 +186,7 @@ def _train_diffusion(recipe, profile, work_dir: Path, export: bool) -> None:
 def _train_signal(recipe, profile, llm_config, work_dir: Path, export: bool) -> None:
     import json
 
-    from vitron_ros.core.conversation import SYSTEM_PROMPT
+    from vitron_ros.core.specialists import system_prompt
     from vitron_ros.core.model.vitron_llm import VitronLLM
 
     from .training.diffusion_training import train_signal
@@ -199,7 +199,7 @@ def _train_signal(recipe, profile, llm_config, work_dir: Path, export: bool) -> 
         _export_folder(destination, folder)
     _progress(f"signal stage: [SEG] states of the LLM in {llm_config.model}")
     llm = VitronLLM.from_pretrained(llm_config)
-    report = train_signal(folder, recipe.diffusion, llm, llm.config.system_prompt or SYSTEM_PROMPT,
+    report = train_signal(folder, recipe.diffusion, llm, llm.config.system_prompt or system_prompt(),
                           seed=recipe.seed, progress=_progress)
     (work_dir / "signal_report.json").write_text(json.dumps(report, indent=1))
     if export:

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitron_ros.core.config import ProfileConfig
-from vitron_ros.core.conversation import IMAGE_TOKEN, SKETCH_TOKEN, SYSTEM_PROMPT
+from vitron_ros.core.conversation import IMAGE_TOKEN, SKETCH_TOKEN
 from vitron_ros.core.model.facts import TrainedWith, write_facts
 from vitron_ros.core.model.heads import HeadsConfig, build_heads, save_heads
 from vitron_ros.core.model.sam_loader import TINY_PROMPT_DIM, TinySamSize, build_sam
 from vitron_ros.core.model.weights import replacing_folder
+from vitron_ros.core.specialists import system_prompt
 from vitron_ros.core.video import ClipSampling
 
 from .tiny_diffusion import build_tiny_diffusion_assets
@@ -60,7 +61,6 @@ SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN, SKETCH_TOKEN, "[
 
 # Enough text for a byte-level BPE to learn the words requests and the invocation format use.
 _CORPUS = [
-    SYSTEM_PROMPT,
     "USER: what is on the table? ASSISTANT: a red mug and a plate.",
     "segment the red mug. Sure, it is [SEG].",
     "<p> the red mug </p> [SEG] is left of <p> the blue plate </p> [SEG].",
@@ -73,12 +73,13 @@ _CORPUS = [
 
 def tokenizer_corpus(name: str) -> list[str]:
     """Text a tiny tokenizer learns its merges from: the prompt vocabulary, or ShapesWorld's instruction data."""
+    corpus = [system_prompt(), *_CORPUS]  # VITRON's system turn with every registered specialist
     if name == "generic":
-        return _CORPUS * 4
+        return corpus * 4
     if name == "shapes":
         from .shapes.corpus import shapes_corpus
 
-        return _CORPUS + shapes_corpus()
+        return corpus + shapes_corpus()
     raise ValueError(f"unknown tokenizer corpus {name!r}; expected 'generic' or 'shapes'")
 
 

@@ -12,26 +12,6 @@ SKETCH_TOKEN = "<sketch>"
 VICUNA_V1_SYSTEM = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives "
                     "helpful, detailed, and polite answers to the user's questions.")
 
-def system_prompt(modules: str) -> str:
-    """The default system turn; `modules` is the registry's description of the loaded specialists."""
-    return (
-        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
-        "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
-        "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
-        f"</Region>, with box coordinates between 0 and 1. Modules: {modules}. "
-        "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
-    )
-
-
-def _every_module() -> str:
-    from .specialists import SPECIALISTS, module_descriptions
-
-    return module_descriptions(SPECIALISTS)
-
-
-SYSTEM_PROMPT = system_prompt(_every_module())  # with every registered specialist (the tiny tokenizer's corpus)
-
-
 @dataclass(frozen=True)
 class Region:
     """A user's sketch turned into a mask: where the <sketch> placeholder points in the image."""
@@ -52,7 +32,7 @@ class Turn:
 class Conversation:
     """Turns about one image. The image placeholder goes in the first user turn only."""
 
-    system: str = SYSTEM_PROMPT
+    system: str = ""  # the checkpoint's system turn (families.py), or VITRON's listing the loaded specialists
     turns: list[Turn] = field(default_factory=list)
     image_hw: tuple[int, int] | None = None  # the image this conversation is about
     style: str = "vitron"  # how turns are joined (PROMPT_STYLES): a property of the checkpoint it is rendered for

@@ -106,6 +106,7 @@ def parse_reply(
     modules: Mapping[str, frozenset[str] | set[str]],
     box_format: str = "normalized",
     grounder: str = "segmenter",
+    grounding_task: str = "segmentation",
 ) -> ParsedReply:
     """Parse an LLM reply into user text and validated invocations.
 
@@ -115,6 +116,7 @@ def parse_reply(
         modules: specialist name -> its task names; anything else is rejected.
         box_format: "normalized" or "pixel", as the profile's LLM writes boxes.
         grounder: the specialist that grounds phrases and bare [SEG] (the registry's grounding entry).
+        grounding_task: the grounder's task for them (its entry's `grounding_task`; the pipeline passes the registry's).
     """
     if not isinstance(text, str):
         return ParsedReply("", (), 0, (f"reply must be text, got {type(text).__name__}",))
@@ -162,7 +164,7 @@ def parse_reply(
                 errors.append(f"phrase {phrase!r}: {error}")
         if phrase and (seg_pos is not None or box is not None):
             seg_index = _seg_index_at(text, original_position(seg_pos)) if seg_pos is not None else None
-            call = Invocation(grounder, "segmentation", phrase, box, seg_index, phrase)
+            call = Invocation(grounder, grounding_task, phrase, box, seg_index, phrase)
             if grounder in modules:
                 found.append((original_position(match.start()), call))
             else:
@@ -175,7 +177,7 @@ def parse_reply(
         if any(s <= match.start() < e for s, e in covered):
             continue
         seg_index = _seg_index_at(text, original_position(match.start()))
-        call = Invocation(grounder, "segmentation", "", None, seg_index, None)
+        call = Invocation(grounder, grounding_task, "", None, seg_index, None)
         if grounder in modules:
             found.append((original_position(match.start()), call))
 

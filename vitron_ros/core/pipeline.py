@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import ProfileConfig, load_profile
-from .conversation import SKETCH_TOKEN, Conversation, Region, Turn, system_prompt
+from .conversation import SKETCH_TOKEN, Conversation, Region, Turn
 from .errors import CheckpointLoadError, VitronInputError
 from .geometry import check_image
 from .invocation import Invocation, ParsedReply, parse_reply
@@ -35,7 +35,7 @@ from .results import (
 )
 from .sketch import Sketch
 from .specialist_pool import SpecialistPool, SpecialistUnavailable, tensor_bytes
-from .specialists import SPECIALISTS, Frame, Specialist, SpecialistCall, grounding_specialist, module_descriptions
+from .specialists import SPECIALISTS, Frame, Specialist, SpecialistCall, grounding_specialist, system_prompt
 from .timing import StageTimer
 from .video import ClipSampling, check_clip
 
@@ -93,6 +93,7 @@ class VitronPipeline:
         }
         # sketches, grounded phrases and bare [SEG] go through the one entry that grounds masks
         self.grounder = grounding_specialist(self.specialists.names)
+        self.grounding_task = SPECIALISTS[self.grounder].grounding_task  # what phrases, [SEG] and sketches become
         for name in self.specialists.names:
             if (loaded := self.specialists.peek(name)) is not None:
                 self._check_specialist(name, loaded)
@@ -271,7 +272,7 @@ class VitronPipeline:
 
     def ground_request(self, image: np.ndarray, request: str) -> tuple[np.ndarray, float] | None:
         """(mask, score) of the object `request` names in `image`, or None: how a tracker re-finds a lost object."""
-        result, _ = self(image, request, task=next(iter(SPECIALISTS[self.grounder].tasks)))
+        result, _ = self(image, request, task=self.grounding_task)
         masks = [m for m in result.masks if m.invocation_index is not None and m.mask.any()]
         return (masks[0].mask, masks[0].score) if masks else None
 
@@ -294,7 +295,7 @@ class VitronPipeline:
         family = self.llm.family  # the checkpoint's own system turn, style and image sentence
         conversation = conversation if conversation is not None else Conversation(
             system=self.llm.config.system_prompt or family.system_prompt
-            or system_prompt(module_descriptions(self.specialists.names)),
+            or system_prompt(self.specialists.names),
             image_hw=(height, width), style=family.prompt_style, image_prefix=family.image_prefix,
         )
         if conversation.image_hw not in (None, (height, width)):
@@ -347,7 +348,7 @@ class VitronPipeline:
         height, width = query.frame.image.shape[:2]
         calls = [
             SpecialistCall(
-                task="segmentation",
+                task=self.grounding_task,
                 points_xy=s.points_xy,
                 point_labels=np.ones(len(s.points_xy), np.int64),
                 box_xyxy=s.box_xyxy,
@@ -380,7 +381,8 @@ class VitronPipeline:
         # 5. Parse: the one strict parser; format breaks become errors, not exceptions
         with timer.stage("parse"):
             parsed: ParsedReply = parse_reply(
-                reply.text, (height, width), self.modules, self.llm.config.box_format, grounder=self.grounder
+                reply.text, (height, width), self.modules, self.llm.config.box_format, grounder=self.grounder,
+                grounding_task=self.grounding_task,
             )
         errors.extend(parsed.errors)
 
@@ -451,7 +453,7 @@ class VitronPipeline:
 
     def _as_grounding(self, call: SpecialistCall) -> SpecialistCall:
         """The grounder's half of a call: its first task, same prompts (a grounded task's own task is not its)."""
-        task = call.task if call.task in self.modules[self.grounder] else next(iter(SPECIALISTS[self.grounder].tasks))
+        task = call.task if call.task in self.modules[self.grounder] else self.grounding_task
         return dataclasses.replace(call, task=task)
 
     def _collect(self, result, module, index, invocation, output, source, request) -> None:
@@ -487,8 +489,8 @@ class VitronPipeline:
             signal = hidden[invocation.seg_index]
             if invocation.seg_index < len(embeddings):
                 embedding = embeddings[invocation.seg_index]
-        if invocation.task == "everything":
-            return SpecialistCall(task="everything", instruction=invocation.instruction), SOURCE_EVERYTHING, None
+        if SPECIALISTS[invocation.module].tasks[invocation.task].whole_image:
+            return SpecialistCall(task=invocation.task, instruction=invocation.instruction), SOURCE_EVERYTHING, None
         needs_prompt = invocation.module == self.grounder or self._grounded(invocation)
         if needs_prompt and embedding is None and invocation.box_xyxy is None:
             why = "this checkpoint has no signal projector" if invocation.seg_index is not None else "no [SEG]"

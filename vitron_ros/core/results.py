@@ -158,7 +158,8 @@ class VitronResult:
 # Output kinds: how each kind of specialist output adds itself to a result. A registry entry names its kind; the
 # pipeline calls the kind's collector and never looks at what a specialist returned.
 def _collect_masks(result, entry, index, invocation, output, source, request) -> None:
-    if invocation.task == "everything":
+    spec = entry.tasks.get(invocation.task)  # a grounded task of another specialist is not the grounder's own
+    if spec is not None and spec.whole_image:
         result.masks.extend(
             GroundedMask(label, mask, mask_to_box(mask), float(score), source, None, index)
             for label, mask, score in zip(output.labels, output.masks, output.scores, strict=True)

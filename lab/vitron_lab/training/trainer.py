@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vitron_ros.core.config import ProfileConfig, load_profile
-from vitron_ros.core.conversation import SYSTEM_PROMPT
+from vitron_ros.core.specialists import system_prompt
 from vitron_ros.core.errors import VitronInputError
 from vitron_ros.core.model.facts import TrainedWith, read_facts, write_facts
 from vitron_ros.core.model.video_pooling import DEFAULT_VIDEO_POOLING
@@ -139,7 +139,7 @@ class Trainer:
         self.model, self.processor = self._load(init)
         self.clip_sampling = ClipSampling()
         # the system turn every sample is packed with: the recipe's, else the runtime's default (every module)
-        self.system_prompt = config.system_prompt or SYSTEM_PROMPT
+        self.system_prompt = config.system_prompt or system_prompt()
         self._make_packers()
         self.scene_size = self.model.llava.config.vision_config.image_size
 

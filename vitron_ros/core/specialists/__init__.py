@@ -27,6 +27,7 @@ class TaskSpec:
     # the instruction is free text the runtime can write from a request (planned_reply.py); False: it needs structure
     # only a trained VITRON LLM writes (layout's <p> boxes, add's box of where)
     plannable: bool = True
+    whole_image: bool = False  # takes no prompt and finds every object (its masks are marked "everything")
 
     @property
     def needs_prompt(self) -> bool:
@@ -44,6 +45,7 @@ class SpecialistEntry:
     summary: str = ""  # what the specialist is for, one phrase for the system prompt
     required: bool = False  # every profile must configure it
     grounds: bool = False  # turns sketches, grounded phrases and bare [SEG] into masks (exactly one entry)
+    grounding_task: str = ""  # the grounding entry's task those masks are made with
     follows_clip: bool = False  # in a clip query, every grounded mask is also sent to it (task = its first task)
     topic: str = ""  # images and videos: the node topic they publish on (~/edited, ~/generated, ~/generated_video)
     long_running: bool = False  # runs outside the pipeline's model lock, under its own (diffusion: seconds)
@@ -113,8 +115,8 @@ SPECIALISTS: dict[str, SpecialistEntry] = {
     "segmenter": SpecialistEntry(
         "segmenter", SegmenterConfig, _segmenter,
         {"segmentation": TaskSpec("segmentation: the object to segment", prompted=True),
-         "everything": TaskSpec("everything: all objects")},
-        output="masks", summary="segments objects", required=True, grounds=True,
+         "everything": TaskSpec("everything: all objects", whole_image=True)},
+        output="masks", summary="segments objects", required=True, grounds=True, grounding_task="segmentation",
         fetch=_fetch_sam,
     ),
     "tracker": SpecialistEntry(
@@ -154,6 +156,19 @@ def grounding_specialist(names) -> str:
     return found[0]
 
 
+def system_prompt(names=None) -> str:
+    """VITRON's system turn, describing the specialists `names` (default: every registered one, as the tiny
+    tokenizer's corpus and the lab's trainer use it). Built on demand: nothing is computed at import time."""
+    modules = module_descriptions(SPECIALISTS if names is None else names)
+    return (
+        "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the human's questions. The assistant can see the image and calls pixel "
+        "specialists by writing <module>NAME</module> <instruction>TASK: WHAT</instruction> <Region>[x1, y1, x2, y2]"
+        f"</Region>, with box coordinates between 0 and 1. Modules: {modules}. "
+        "To point at objects while answering, it writes <p> phrase </p> <Region>[x1, y1, x2, y2]</Region>."
+    )
+
+
 def module_descriptions(names) -> str:
     """The system prompt's module list, from the registry: 'segmenter (segments objects; tasks: ...)'."""
     parts = []
@@ -166,5 +181,5 @@ def module_descriptions(names) -> str:
 
 __all__ = [
     "SPECIALISTS", "Frame", "Specialist", "SpecialistCall", "SpecialistEntry", "SpecialistOutput", "TaskSpec",
-    "grounding_specialist", "module_descriptions",
+    "grounding_specialist", "module_descriptions", "system_prompt",
 ]
