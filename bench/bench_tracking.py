@@ -105,7 +105,7 @@ def sam2_size_bench(device: str, frames: int, sizes: list[str]) -> None:
     from transformers import Sam2VideoConfig, Sam2VideoModel
 
     from vitron_lab.tiny_sam2 import tiny_sam2_processor
-    from vitron_ros.core.config import TrackerConfig
+    from vitron_ros.core.specialists.tracker import TrackerConfig
     from vitron_ros.core.tracking.state import ObjectPrompt
     from vitron_ros.core.tracking.stream_tracker import StreamTracker
 

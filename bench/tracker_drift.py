@@ -20,7 +20,8 @@ import torch
 
 from vitron_lab.evaluation.video_suite import EVAL_SEED_BASE, tracking_clip
 from vitron_lab.shapes.world import generate_clip
-from vitron_ros.core.config import TrackerConfig, load_profile
+from vitron_ros.core.config import load_profile
+from vitron_ros.core.specialists.tracker import TrackerConfig
 from vitron_ros.core.masks import iou, mask_to_box
 from vitron_ros.core.model.sam2_loader import load_sam2_video
 from vitron_ros.core.tracking.state import ObjectPrompt

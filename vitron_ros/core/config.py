@@ -20,7 +20,6 @@ import yaml
 from .errors import VitronInputError
 
 BOX_FORMATS = ("normalized", "pixel")
-SAM_ARCHS = ("vit_h", "vit_l", "vit_b", "tiny")
 
 
 @dataclass(frozen=True)
@@ -43,53 +42,6 @@ class LlmConfig:
     # hub ids `vitron models fetch` downloads and the family's converter turns into `model` (GLaMM: its checkpoint and
     # its CLIP tower, space-separated); unset: `model` itself is the published checkpoint
     source: str | None = None
-
-
-@dataclass(frozen=True)
-class SegmenterConfig:
-    arch: str  # vit_h | vit_l | vit_b as segment-anything builds them, or "tiny"
-    checkpoint: str  # SAM state dict: official .pth or .safetensors
-    url: str | None = None  # where `vitron models fetch` downloads the checkpoint from
-    multimask_output: bool = True  # three candidate masks per prompt; the best-scored one is returned first
-    points_per_side: int = 32  # "everything" mode grid density
-    pred_iou_thresh: float = 0.88  # "everything" mode filters (segment-anything's defaults)
-    stability_score_thresh: float = 0.95
-    min_mask_region_area: int = 0
-    # "everything" mode memory: segment-anything upsamples each batch of candidate masks to the input size
-    # (points_per_batch x 3 x H x W float32: 9.2 GB at 4000x3000 with its default of 64), so the grid runs on the
-    # image scaled to at most everything_max_side (SAM's encoder sees 1024 px anyway) and masks are scaled back.
-    everything_max_side: int = 1024
-    points_per_batch: int = 16
-    dtype: str = "float16"  # used on CUDA; CPU always runs float32
-
-    paths: ClassVar[tuple[str, ...]] = ("checkpoint",)  # fields where ${cache} / ${share} expand
-
-    def check(self, where: str) -> None:
-        if self.arch not in SAM_ARCHS:
-            raise VitronInputError(f"{where}.arch: expected one of {SAM_ARCHS}, got {self.arch!r}")
-
-
-@dataclass(frozen=True)
-class TrackerConfig:
-    """SAM 2 video tracker on a live stream, with a bounded memory."""
-
-    model: str  # local folder of a transformers Sam2Video checkpoint, or a hub id (facebook/sam2.1-hiera-tiny)
-    revision: str | None = None  # hub revision to pin, when `model` is a hub id
-    dtype: str = "float16"  # used on CUDA; CPU always runs float32
-    # SAM 2 reads the last num_maskmem - 1 (6) frame memories and up to 15 object pointers; outputs older than this
-    # window are dropped, so memory stays flat however long the stream runs. Must cover what the model reads.
-    memory_window: int = 16
-    max_conditioning_frames: int = 3  # prompted frames kept per object: the first and the most recent re-acquisitions
-    presence_threshold: float = 0.0  # object-score logit above which the object counts as visible in a frame
-    lost_after: int = 15  # frames an object may stay unseen (occluded) before it counts as lost
-    reacquire_interval: int = 10  # frames between attempts to re-ground a lost object's original request
-    min_mask_area: int = 1  # a visible object needs at least this many mask pixels
-
-    paths: ClassVar[tuple[str, ...]] = ("model",)
-
-    def check(self, where: str) -> None:
-        if self.memory_window < 1 or self.max_conditioning_frames < 1:
-            raise VitronInputError(f"{where}: memory_window and max_conditioning_frames must be at least 1")
 
 
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")

@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..config import SegmenterConfig, TrackerConfig
 from .base import Frame, Specialist, SpecialistCall, SpecialistOutput
 from .diffusion import EditorConfig, GeneratorConfig
+from .segmenter import SegmenterConfig
+from .tracker import TrackerConfig
 from .video_generator import VideoGeneratorConfig
 
 

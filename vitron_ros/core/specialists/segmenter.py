@@ -4,13 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..config import RuntimeConfig, SegmenterConfig
+from ..config import RuntimeConfig
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
 from .base import Frame, SpecialistCall, SpecialistOutput
+
+SAM_ARCHS = ("vit_h", "vit_l", "vit_b", "tiny")
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    arch: str  # vit_h | vit_l | vit_b as segment-anything builds them, or "tiny"
+    checkpoint: str  # SAM state dict: official .pth or .safetensors
+    url: str | None = None  # where `vitron models fetch` downloads the checkpoint from
+    multimask_output: bool = True  # three candidate masks per prompt; the best-scored one is returned first
+    points_per_side: int = 32  # "everything" mode grid density
+    pred_iou_thresh: float = 0.88  # "everything" mode filters (segment-anything's defaults)
+    stability_score_thresh: float = 0.95
+    min_mask_region_area: int = 0
+    # "everything" mode memory: segment-anything upsamples each batch of candidate masks to the input size
+    # (points_per_batch x 3 x H x W float32: 9.2 GB at 4000x3000 with its default of 64), so the grid runs on the
+    # image scaled to at most everything_max_side (SAM's encoder sees 1024 px anyway) and masks are scaled back.
+    everything_max_side: int = 1024
+    points_per_batch: int = 16
+    dtype: str = "float16"  # used on CUDA; CPU always runs float32
+
+    paths: ClassVar[tuple[str, ...]] = ("checkpoint",)  # fields where ${cache} / ${share} expand
+
+    def check(self, where: str) -> None:
+        if self.arch not in SAM_ARCHS:
+            raise VitronInputError(f"{where}.arch: expected one of {SAM_ARCHS}, got {self.arch!r}")
 
 # SAM's mask prompt is low-resolution logits; a user's binary mask becomes confident logits of either sign.
 _MASK_PROMPT_LOGIT = 8.0

@@ -8,14 +8,39 @@ query's memory never leaks into another's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
-from ..config import RuntimeConfig, TrackerConfig
+from ..config import RuntimeConfig
 from ..errors import VitronInputError
 from ..tracking.state import ObjectPrompt
 from ..tracking.stream_tracker import StreamTracker
 from .base import Frame, SpecialistCall, SpecialistOutput
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """SAM 2 video tracker on a live stream, with a bounded memory."""
+
+    model: str  # local folder of a transformers Sam2Video checkpoint, or a hub id (facebook/sam2.1-hiera-tiny)
+    revision: str | None = None  # hub revision to pin, when `model` is a hub id
+    dtype: str = "float16"  # used on CUDA; CPU always runs float32
+    # SAM 2 reads the last num_maskmem - 1 (6) frame memories and up to 15 object pointers; outputs older than this
+    # window are dropped, so memory stays flat however long the stream runs. Must cover what the model reads.
+    memory_window: int = 16
+    max_conditioning_frames: int = 3  # prompted frames kept per object: the first and the most recent re-acquisitions
+    presence_threshold: float = 0.0  # object-score logit above which the object counts as visible in a frame
+    lost_after: int = 15  # frames an object may stay unseen (occluded) before it counts as lost
+    reacquire_interval: int = 10  # frames between attempts to re-ground a lost object's original request
+    min_mask_area: int = 1  # a visible object needs at least this many mask pixels
+
+    paths: ClassVar[tuple[str, ...]] = ("model",)
+
+    def check(self, where: str) -> None:
+        if self.memory_window < 1 or self.max_conditioning_frames < 1:
+            raise VitronInputError(f"{where}: memory_window and max_conditioning_frames must be at least 1")
 
 
 class Sam2Tracker:

@@ -24,10 +24,10 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..config import TrackerConfig
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
 from ..masks import mask_to_box
@@ -38,6 +38,9 @@ from .state import (
     ObjectPrompt,
     ObjectStatus,
 )
+
+if TYPE_CHECKING:  # the tracker specialist's config, for annotations only (that module imports this one)
+    from ..specialists.tracker import TrackerConfig
 
 # (image, request) -> (mask (H, W) bool, score) of what the request names, or None when nothing matches.
 Grounder = Callable[[np.ndarray, str], "tuple[np.ndarray, float] | None"]
