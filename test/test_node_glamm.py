@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from test.ros_harness import NodeProcess, Probe, image_msg, scene, wait_future, wait_until
-from test.test_node_e2e import _send_goal, _state
-
-
-@pytest.fixture(scope="module")
-def probe(ros):
-    probe = Probe("vitron_glamm_probe")
-    yield probe
-    probe.close()
+from test.ros_harness import NodeProcess, image_msg, scene, wait_future, wait_until
+from test.test_node_e2e import _send_goal, _state, probe  # noqa: F401 - probe is the same module-scoped fixture
 
 
 @pytest.fixture(scope="module")

@@ -270,6 +270,31 @@ class VitronPipeline:
             box_style=self.llm.family.box_style,
         )
 
+    def segment(self, image: np.ndarray, prompts: Sequence[tuple[str, dict]] = (),
+                everything: bool = False) -> tuple[list[GroundedMask], list[str]]:
+        """Prompts only, no LLM (Segment.srv): each (label, prompt) -> the grounder's best mask for it, where a prompt
+        holds SpecialistCall fields (box_xyxy, or points_xy and point_labels; pixels of `image`), or with
+        `everything` every object the grounder finds. Returns the masks and one error per prompt that failed."""
+        image = check_image(image)
+        if everything:
+            task = next(name for name, spec in SPECIALISTS[self.grounder].tasks.items() if spec.whole_image)
+            labelled = [("everything", SpecialistCall(task=task))]
+        else:
+            labelled = [(label, SpecialistCall(task=self.grounding_task, **prompt)) for label, prompt in prompts]
+        with self.model_lock:
+            outputs = self.run_specialist(self.grounder, Frame(image), [call for _, call in labelled])
+        masks, errors = [], []
+        for (label, _), output in zip(labelled, outputs, strict=True):
+            if isinstance(output, Exception):
+                errors.append(f"{label}: {output}")
+            elif everything:
+                masks.extend(GroundedMask(name, m, mask_to_box(m), float(s), SOURCE_EVERYTHING)
+                             for name, m, s in zip(output.labels, output.masks, output.scores, strict=True))
+            else:
+                best = output.masks[0]
+                masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
+        return masks, errors
+
     def ground_request(self, image: np.ndarray, request: str) -> tuple[np.ndarray, float] | None:
         """(mask, score) of the object `request` names in `image`, or None: how a tracker re-finds a lost object."""
         result, _ = self(image, request, task=self.grounding_task)

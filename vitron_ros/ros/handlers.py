@@ -20,11 +20,9 @@ from ..core.errors import (
     QueryCancelled,
     VitronInputError,
 )
-from ..core.masks import mask_to_box
-from ..core.results import SOURCE_EVERYTHING, SOURCE_USER_PROMPT, GroundedMask
+from ..core.results import GroundedMask
 from ..core.sketch import Sketch
 from ..core.specialist_pool import SpecialistUnavailable
-from ..core.specialists import Frame, SpecialistCall
 from .depth import DepthLifter, Lifting3D
 from .frame_buffer import CameraFrames, StampedFrame
 from .image_conversions import image_to_rgb
@@ -246,23 +244,10 @@ class VitronHandlers:
         frame = None
         try:
             frame = self.frame_for(camera, image_msg)
-            calls, labels = segment_calls(points, boxes, everything, frame.rgb.shape[:2])
+            prompts = segment_prompts(points, boxes, everything, frame.rgb.shape[:2])
             pipeline = self._loaded()
             depth = self._capture(camera, frame.header)
-            with pipeline.model_lock:
-                outputs = pipeline.run_specialist(pipeline.grounder, Frame(frame.rgb), calls)
-            masks, errors = [], []
-            for label, call, output in zip(labels, calls, outputs, strict=True):
-                if isinstance(output, Exception):
-                    errors.append(f"{label}: {output}")
-                elif call.task == "everything":
-                    masks.extend(
-                        GroundedMask(name, m, mask_to_box(m), float(s), SOURCE_EVERYTHING)
-                        for name, m, s in zip(output.labels, output.masks, output.scores, strict=True)
-                    )
-                else:
-                    best = output.masks[0]
-                    masks.append(GroundedMask(label, best, mask_to_box(best), float(output.scores[0]), SOURCE_USER_PROMPT))
+            masks, errors = pipeline.segment(frame.rgb, prompts, everything=everything)
             spatial = self.lift(camera, frame.header, masks, depth)
             return SegmentOutcome(mask_array_msg(self.factory, masks, frame.header, self.cropped_masks,
                                                  spatial.lifted if spatial else None), "; ".join(errors), frame)
@@ -366,18 +351,17 @@ def sketches_from_prompts(points: Sequence[Any], boxes: Sequence[Any], image_hw:
     return sketches
 
 
-def segment_calls(points, boxes, everything: bool, image_hw) -> tuple[list[SpecialistCall], list[str]]:
-    """Segment.srv prompts -> segmenter calls and the label of each one's mask."""
+def segment_prompts(points, boxes, everything: bool, image_hw) -> list[tuple[str, dict]]:
+    """Segment.srv prompts -> (label, prompt) pairs for `VitronPipeline.segment`, each checked against the image."""
     if everything:
-        return [SpecialistCall(task="everything")], ["everything"]
+        return []
     if not points and not boxes:
         raise VitronInputError("Segment needs at least one point or box, or everything=true")
     height, width = image_hw
-    calls, labels = [], []
+    prompts = []
     for i, b in enumerate(boxes):
         Sketch.box(b.x1, b.y1, b.x2, b.y2).validate(height, width, name=f"boxes[{i}]")
-        calls.append(SpecialistCall(task="segmentation", box_xyxy=(float(b.x1), float(b.y1), float(b.x2), float(b.y2))))
-        labels.append(f"box {i}")
+        prompts.append((f"box {i}", {"box_xyxy": (float(b.x1), float(b.y1), float(b.x2), float(b.y2))}))
     if points:
         for i, p in enumerate(points):
             Sketch.point(p.x, p.y).validate(height, width, name=f"points[{i}]")
@@ -386,6 +370,5 @@ def segment_calls(points, boxes, everything: bool, image_hw) -> tuple[list[Speci
         if not any(int(p.label) == 1 for p in points):
             raise VitronInputError("points are all background (label 0): mark at least one point on the object")
         xy = np.asarray([[float(p.x), float(p.y)] for p in points], np.float32)
-        calls.append(SpecialistCall(task="segmentation", points_xy=xy, point_labels=np.asarray([int(p.label) for p in points])))
-        labels.append("points")
-    return calls, labels
+        prompts.append(("points", {"points_xy": xy, "point_labels": np.asarray([int(p.label) for p in points])}))
+    return prompts
