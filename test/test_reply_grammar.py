@@ -98,7 +98,8 @@ def _generate_replies(pipeline, requests, image, grammar_on: bool, task: str | N
 
 @pytest.mark.slow  # about a minute: 2,000 generations
 def test_tiny_llm_replies_parse_with_the_grammar_and_break_without_it(tiny_pipeline, scene):
-    """1,000 random requests to the random-weight tiny LLM: no format error under the grammar; without it, some."""
+    """1,000 random requests to the random-weight tiny LLM: no format error under the grammar; without it, on the
+    first 500 (the same random heads), some (6 when measured)."""
     requests = random_requests(1000)
     hw = scene.shape[:2]
     on_errors, on_calls = [], 0
@@ -110,17 +111,17 @@ def test_tiny_llm_replies_parse_with_the_grammar_and_break_without_it(tiny_pipel
     assert on_errors == []
     assert on_calls >= 10  # the random heads do call specialists under the grammar (16 of 1,000), so tags are written
     off_errors = []
-    for reply, _ in _generate_replies(tiny_pipeline, requests, scene, grammar_on=False, heads=20):
+    for reply, _ in _generate_replies(tiny_pipeline, requests[:500], scene, grammar_on=False, heads=10):
         off_errors.extend(parse_reply(reply, hw, tiny_pipeline.modules, "normalized",
                                       grounder=tiny_pipeline.grounder).errors)
-    print(f"1,000 requests: grammar on {on_calls} calls, 0 format errors; off {len(off_errors)} format errors")
+    print(f"grammar on, 1,000 requests: {on_calls} calls, 0 format errors; off, the first 500: {len(off_errors)} errors")
     assert off_errors, "free decoding never broke the format: this test could not fail"
 
 
 def test_a_request_to_segment_always_reaches_the_segmenter(tiny_pipeline, scene):
     """With task='segmentation', every reply calls the segmenter with a prompt, and a mask comes back."""
     hw = scene.shape[:2]
-    for reply, _ in _generate_replies(tiny_pipeline, random_requests(300, seed=1), scene, True, "segmentation"):
+    for reply, _ in _generate_replies(tiny_pipeline, random_requests(100, seed=1), scene, True, "segmentation"):
         parsed = parse_reply(reply, hw, tiny_pipeline.modules, "normalized", grounder=tiny_pipeline.grounder)
         assert parsed.errors == ()
         first = parsed.invocations[0]
@@ -161,9 +162,9 @@ def test_shapes_llm_replies_parse_with_the_grammar_and_break_without_it():
     image = load_image(DEMO_IMAGE)
     requests = random_requests(1000, seed=7)
     counts = {}
-    for on in (True, False):
+    for on in (True, False):  # free decoding on the first 300: enough to show the format breaking
         errors = 0
-        for reply, _ in _generate_replies(pipeline, requests, image, grammar_on=on):
+        for reply, _ in _generate_replies(pipeline, requests if on else requests[:300], image, grammar_on=on):
             errors += len(parse_reply(reply, image.shape[:2], pipeline.modules, "normalized", pipeline.grounder).errors)
         counts[on] = errors
     assert counts[True] == 0
