@@ -96,7 +96,9 @@ def real_size_parts():
     from transformers import CLIPVisionModel, Sam2VideoConfig, Sam2VideoModel
     from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-    from vitron_ros.core.model.exports import clip_vision_export, sam2_vision_export, sam_image_encoder_export
+    from vitron_ros.core.model.vitron_llm import clip_vision_export
+    from vitron_ros.core.specialists.segmenter import sam_image_encoder_export
+    from vitron_ros.core.specialists.tracker import sam2_vision_export
 
     parts = {"SAM ViT-B 1024": sam_image_encoder_export(sam_model_registry["vit_b"]())}
     config = llava_config()

@@ -1,7 +1,7 @@
 """Encoder backends: the one place that knows how a heavy network is run.
 
 A heavy network (SAM's image encoder, SAM 2's, the CLIP vision tower, the diffusion UNet) is handed over as an
-`Exportable`: a trace-friendly wrapper with example inputs (core/model/exports.py). `load_encoder` runs it on the
+`Exportable`: a trace-friendly wrapper with example inputs (each model's own file (specialists/*.py, model/vitron_llm.py)). `load_encoder` runs it on the
 profile's backend: eager PyTorch (or `torch.compile`), ONNX Runtime on an exported file, or a TensorRT engine built
 from that file and cached. A backend that cannot run here says why, and the next one in `runtime.fallback` is
 tried; the `Encoder` it returns carries that story (`describe()`), which the node shows in diagnostics.

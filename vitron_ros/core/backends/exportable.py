@@ -28,7 +28,7 @@ class Exportable:
     """A network as backends take it: `module(*example)` returns a tensor or a tuple of tensors.
 
     `dynamic` names the axes that vary at run time (input name -> {axis: name}); `shape_range` gives each dynamic
-    axis its (min, opt, max) for a TensorRT optimisation profile. Wrappers live in core/model/exports.py."""
+    axis its (min, opt, max) for a TensorRT optimisation profile. Wrappers live in each model's own file (specialists/*.py, model/vitron_llm.py)."""
 
     name: str  # e.g. "sam_image_encoder"; engine and ONNX file names start with it
     module: object  # torch.nn.Module, eval mode, trace-friendly (no Python control flow on tensor values)

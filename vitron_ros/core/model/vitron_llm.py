@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import LlmConfig
 from ..conversation import IMAGE_TOKEN, SKETCH_TOKEN, Conversation, Region
+from ..backends import Exportable
 from ..errors import CheckpointLoadError, CheckpointNotFoundError, VitronInputError
 from ..geometry import Letterbox
 from ..video import ClipSampling
@@ -88,7 +89,6 @@ class VitronLLM:
 
         from ..backends import load_encoder
         from ..config import RuntimeConfig
-        from .exports import clip_vision_export
 
         self.model = model.eval()
         self.processor = processor
@@ -151,7 +151,6 @@ class VitronLLM:
 
     def exportables(self) -> list:
         """Trace-friendly wrappers of its heavy networks (for `vitron engines build` and export checks)."""
-        from .exports import clip_vision_export
 
         return [clip_vision_export(self.model)]
 
@@ -393,3 +392,34 @@ class _ReplyStreamer:
 
     def end(self):
         pass
+
+
+# -- exports: trace-friendly wrappers for the backends (ONNX Runtime, TensorRT), checked in tests/test_backends.py --
+
+def clip_vision_export(llava, frames: int = 2, max_frames: int = 16) -> Exportable:
+    """LLaVA's image features: (T, 3, S, S) pixel values -> (T, N, D) projected patch features in LLM width.
+
+    The example holds two frames: an exporter specialises an axis it sees at size 1."""
+    import torch
+    from torch import nn
+    cfg = llava.config
+    layers = cfg.vision_feature_layer if isinstance(cfg.vision_feature_layer, (list, tuple)) else [cfg.vision_feature_layer]
+
+    class ClipVisionExport(nn.Module):
+        def __init__(self, vision_tower, projector):
+            super().__init__()  # the two parts only: the language model is no part of this export
+            self.vision_tower, self.projector = vision_tower, projector
+
+        def forward(self, pixel_values):
+            # LlavaModel.get_image_features without its split into a per-image list (which would fix the frame
+            # count in the export)
+            hidden = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+            selected = [hidden.hidden_states[layer] for layer in layers]
+            if cfg.vision_feature_select_strategy == "default":
+                selected = [states[:, 1:] for states in selected]  # drop CLS
+            return self.projector(torch.cat(selected, dim=-1) if len(selected) > 1 else selected[0])
+
+    side = cfg.vision_config.image_size
+    return Exportable("clip_vision", ClipVisionExport(llava.model.vision_tower, llava.model.multi_modal_projector).eval(), (torch.randn(frames, 3, side, side),),
+                      ("pixel_values",), ("image_features",), dynamic={"pixel_values": {0: "frames"}},
+                      shape_range={"frames": (1, 8, max_frames)})

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..backends import Encoder, Exportable
 from ..errors import CheckpointLoadError, VitronInputError
 
 PROJECTOR_FILE = "signal_projector.safetensors"
@@ -178,7 +179,6 @@ def load_pipeline(kind: str, model: str, revision: str | None, device: str, dtyp
     UNet (three guidance branches) stays on PyTorch."""
     from ..backends import load_encoder
     from ..config import RuntimeConfig
-    from ..model.exports import install_unet, unet_export
     from ..model.vitron_llm import resolve_model_path
 
     runtime = runtime or RuntimeConfig()
@@ -351,3 +351,48 @@ def load_conditioner_for(config: DiffusionConfig, folder: Path):
     if not path.is_file():
         raise CheckpointLoadError(f"signal projector {path} not found (set signal_projector: null for text only)")
     return load_signal_conditioner(path)
+
+
+# -- exports: trace-friendly wrappers for the backends (ONNX Runtime, TensorRT), checked in tests/test_backends.py --
+
+def unet_export(unet, resolution: int, latent_scale: int, text_tokens: int = 77, signal_tokens: int = 8) -> Exportable:
+    """The denoiser: (B, C, h, w) latents, (1,) timestep, (B, T, D) conditioning tokens -> (B, C_out, h, w).
+
+    B is 2 under classifier-free guidance; T is the text's tokens plus any [SEG] conditioning tokens."""
+    import torch
+    from torch import nn
+
+    class UNetExport(nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, sample, timestep, encoder_hidden_states):
+            # the class's forward, not the instance's: install_unet replaces the latter with a call into this
+            forward = type(self.unet).forward
+            return forward(self.unet, sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
+
+    side = resolution // latent_scale
+    cfg = unet.config
+    example = (torch.randn(2, cfg.in_channels, side, side), torch.tensor([500.0]),
+               torch.randn(2, text_tokens, cfg.cross_attention_dim))
+    return Exportable("unet", UNetExport(unet).eval(), example, ("sample", "timestep", "encoder_hidden_states"),
+                      ("noise_pred",),
+                      dynamic={"sample": {0: "batch"}, "encoder_hidden_states": {0: "batch", 1: "tokens"}},
+                      shape_range={"batch": (1, 2, 2), "tokens": (text_tokens, text_tokens, text_tokens + signal_tokens)})
+
+
+def install_unet(unet, encoder: Encoder) -> None:
+    """Run `unet`'s forward on the encoder; the module stays (diffusers reads its config, dtype and device)."""
+    import torch
+
+    def forward(sample, timestep, encoder_hidden_states=None, timestep_cond=None, cross_attention_kwargs=None,
+                added_cond_kwargs=None, return_dict=True, **kwargs):
+        from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+        t = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)[:1]
+        (noise,) = encoder(sample, t, encoder_hidden_states)
+        noise = noise.to(sample.dtype)
+        return UNet2DConditionOutput(sample=noise) if return_dict else (noise,)
+
+    unet.forward = forward

@@ -133,7 +133,7 @@ class DiffusionEditor:
         return cls(inpaint, HybridConditioning(inpaint, conditioner, config.conditioning), config, instruct)
 
     def exportables(self) -> list:
-        from ..model.exports import unet_export
+        from .diffusion import unet_export
 
         return [unet_export(self.inpaint.unet, self.config.resolution, self.inpaint.vae_scale_factor)]
 

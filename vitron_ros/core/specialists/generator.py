@@ -62,7 +62,7 @@ class DiffusionGenerator:
         return cls(pipe, HybridConditioning(pipe, conditioner, config.conditioning), config)
 
     def exportables(self) -> list:
-        from ..model.exports import unet_export
+        from .diffusion import unet_export
 
         return [unet_export(self.pipe.unet, self.config.resolution, self.pipe.vae_scale_factor)]
 

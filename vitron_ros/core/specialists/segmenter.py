@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import RuntimeConfig
+from ..backends import Encoder, Exportable
 from ..errors import VitronInputError
 from ..geometry import check_box, check_image, check_point
 from .base import Frame, SpecialistCall, SpecialistOutput
@@ -61,7 +62,6 @@ class SamSegmenter:
         from segment_anything.utils.transforms import ResizeLongestSide
 
         from ..backends import load_encoder, resolve_dtype
-        from ..model.exports import install_sam_image_encoder, sam_image_encoder_export
 
         runtime = runtime or RuntimeConfig()
         self.sam = sam.to(device=device, dtype=resolve_dtype(dtype)).eval()
@@ -92,7 +92,6 @@ class SamSegmenter:
 
     def exportables(self) -> list:
         """The image encoder and the mask decoder (sparse prompt tokens in, so [SEG] embeddings reach it)."""
-        from ..model.exports import sam_image_encoder_export, sam_mask_decoder_export
 
         return [sam_image_encoder_export(self.sam), sam_mask_decoder_export(self.sam)]
 
@@ -236,3 +235,60 @@ class SamSegmenter:
                                                             interpolation=cv2.INTER_NEAREST) > 0
         scores = np.asarray([r["predicted_iou"] for r in records], dtype=np.float32)
         return SpecialistOutput(masks=masks, scores=scores, labels=tuple(f"object {i}" for i in range(len(records))))
+
+
+# -- exports: trace-friendly wrappers for the backends (ONNX Runtime, TensorRT), checked in tests/test_backends.py --
+
+def sam_image_encoder_export(sam) -> Exportable:
+    """SAM's ViT: (1, 3, S, S) preprocessed (normalised, padded) image -> (1, C, S/16, S/16) embedding."""
+    import torch
+    side = sam.image_encoder.img_size
+    return Exportable("sam_image_encoder", sam.image_encoder.eval(), (torch.randn(1, 3, side, side),),
+                      ("image",), ("embedding",))
+
+
+def sam_mask_decoder_export(sam) -> Exportable:
+    """SAM's mask decoder on sparse prompt tokens (points, box corners and the projected [SEG] state, as the prompt
+    encoder and the signal projector give them) and the dense prompt -> every mask token's low-res mask and IoU.
+
+    Single-mask output is token 0, multimask tokens 1.. (segment-anything's MaskDecoder slices the same way)."""
+    import torch
+    from torch import nn
+
+    class SamMaskDecoderExport(nn.Module):
+        def __init__(self, sam):
+            super().__init__()
+            self.mask_decoder = sam.mask_decoder
+            self.register_buffer("image_pe", sam.prompt_encoder.get_dense_pe().detach().clone())
+
+        def forward(self, image_embeddings, sparse_prompt_embeddings, dense_prompt_embeddings):
+            return self.mask_decoder.predict_masks(
+                image_embeddings=image_embeddings,
+                image_pe=self.image_pe,
+                sparse_prompt_embeddings=sparse_prompt_embeddings,
+                dense_prompt_embeddings=dense_prompt_embeddings,
+            )
+
+    dim = sam.prompt_encoder.embed_dim
+    h, w = sam.prompt_encoder.image_embedding_size
+    example = (torch.randn(1, dim, h, w), torch.randn(1, 3, dim), torch.randn(1, dim, h, w))
+    return Exportable("sam_mask_decoder", SamMaskDecoderExport(sam).eval(), example,
+                      ("image_embeddings", "sparse_prompt_embeddings", "dense_prompt_embeddings"),
+                      ("low_res_masks", "iou_predictions"),
+                      dynamic={"sparse_prompt_embeddings": {1: "prompt_tokens"}},
+                      shape_range={"prompt_tokens": (1, 3, 8)})
+
+
+def install_sam_image_encoder(sam, encoder: Encoder) -> None:
+    """Put a non-torch (or compiled) encoder where SamPredictor and the automatic mask generator call it."""
+    from torch import nn
+
+    class BackendImageEncoder(nn.Module):
+        def __init__(self, encoder: Encoder, img_size: int):
+            super().__init__()
+            self.encoder, self.img_size = encoder, img_size
+
+        def forward(self, x):
+            return self.encoder(x)[0].to(x.dtype)
+
+    sam.image_encoder = BackendImageEncoder(encoder, sam.image_encoder.img_size)

@@ -14,6 +14,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..config import RuntimeConfig
+from ..backends import Encoder, Exportable
 from ..errors import VitronInputError
 from ..tracking.state import ObjectPrompt
 from ..tracking.stream_tracker import StreamTracker
@@ -51,7 +52,6 @@ class Sam2Tracker:
                  progress=print):
         """The image encoder (Hiera + FPN, the per-frame heavy part) runs on `runtime`'s backend."""
         from ..backends import load_encoder
-        from ..model.exports import install_sam2_vision, sam2_vision_export
 
         runtime = runtime or RuntimeConfig()
         self.model, self.processor, self.config, self.device = model, processor, config, device
@@ -77,7 +77,6 @@ class Sam2Tracker:
         return [self.model]
 
     def exportables(self) -> list:
-        from ..model.exports import sam2_vision_export
 
         return [sam2_vision_export(self.model)]
 
@@ -121,3 +120,45 @@ class Sam2Tracker:
                 masks, scores = sequences[object_id]
                 outputs[i] = SpecialistOutput(masks=np.stack(masks), scores=np.asarray(scores, np.float32))
         return outputs
+
+
+# -- exports: trace-friendly wrappers for the backends (ONNX Runtime, TensorRT), checked in tests/test_backends.py --
+
+def sam2_vision_export(model) -> Exportable:
+    """SAM 2's Hiera + FPN: (1, 3, S, S) -> the FPN levels, then their position encodings (high to low resolution)."""
+    import torch
+    from torch import nn
+
+    class Sam2VisionExport(nn.Module):
+        def __init__(self, vision_encoder):
+            super().__init__()
+            self.vision_encoder = vision_encoder
+
+        def forward(self, pixel_values):
+            out = self.vision_encoder(pixel_values, return_dict=True)
+            return (*out.fpn_hidden_states, *out.fpn_position_encoding)
+
+    side = model.config.image_size
+    wrapper = Sam2VisionExport(model.vision_encoder).eval()
+    example = torch.randn(1, 3, side, side)
+    levels = model.config.vision_config.num_feature_levels
+    names = tuple(f"fpn_{i}" for i in range(levels)) + tuple(f"fpn_position_{i}" for i in range(levels))
+    return Exportable("sam2_vision", wrapper, (example,), ("pixel_values",), names)
+
+
+def install_sam2_vision(model, encoder: Encoder) -> None:
+    from torch import nn
+    from transformers.models.sam2_video.modeling_sam2_video import Sam2VideoVisionEncoderOutput
+
+    class BackendVisionEncoder(nn.Module):
+        def __init__(self, encoder: Encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, pixel_values, return_dict=True, **kwargs):
+            outputs = [t.to(pixel_values.dtype) for t in self.encoder(pixel_values)]
+            levels = len(outputs) // 2
+            return Sam2VideoVisionEncoderOutput(fpn_hidden_states=tuple(outputs[:levels]),
+                                                fpn_position_encoding=tuple(outputs[levels:]))
+
+    model.vision_encoder = BackendVisionEncoder(encoder)
