@@ -76,7 +76,8 @@ def test_free_requests_parse_and_sketches_are_described(llava_pipeline, scene, a
     assert result.errors == []
     assert any(p.endswith("USER: <image>\nPlease provide a short description for this region: [0.6, 0.5, 0.9, 0.75]. "
                           "ASSISTANT:") for p in asked)
-    assert any("Which one of these does the request ask for: answer, segmentation," in p for p in asked)
+    choice = [p for p in asked if "Which one of these does the request ask for: answer, segmentation," in p]
+    assert choice and all("<sketch>" not in p for p in choice)  # the drawn region is given by its description
 
 
 def test_request_spans_are_the_phrases_a_request_can_name():

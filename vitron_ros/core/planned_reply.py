@@ -86,6 +86,9 @@ def plan_reply(llm, encoding, history: Conversation, turn: Turn, choices: dict[s
 
 
 def _plain(text: str) -> str:
-    """The request without sketch placeholders (they are given as boxes where the prompt needs them)."""
-    return " ".join(re.sub(r"Region \d+: " + re.escape(SKETCH_TOKEN), "", text).split())
+    """The request without sketch placeholders: a described region keeps its description, a bare one goes."""
+    def keep(match: re.Match) -> str:
+        return f"{match.group(1)} ({match.group(2)})" if match.group(2) else ""
+
+    return " ".join(re.sub(r"(Region \d+)(?: \(([^)]*)\))?: " + re.escape(SKETCH_TOKEN), keep, text).split())
 
