@@ -152,3 +152,18 @@ def test_models_fetch_downloads_the_sources_and_converts_them(tmp_path, capsys):
     with pytest.raises(Exception, match="names its checkpoint and its CLIP tower"):
         fetch_profile(dataclasses.replace(profile, llm=dataclasses.replace(
             profile.llm, model=str(tmp_path / "other" / "llava"), source=str(published))))
+
+
+def test_grounded_conversation_gives_each_phrase_glamms_mask(glamm_pipeline):
+    """GLaMM's grounded-conversation format, `<p> phrase </p> [SEG]`, through the whole runtime: each phrase gets the
+    mask GLaMM's own code gave its [SEG]."""
+    io = load_file(FIXTURE / "io.safetensors")
+    request = ("Could you please give me a detailed description of the image? Please respond with interleaved "
+               "segmentation masks for the corresponding parts of the answer.")
+    result = glamm_pipeline.ground_reply(io["image_uint8"].numpy(), request, "<p> a cat </p> [SEG] sits on <p> a mat </p> [SEG].")
+    assert result.errors == [] and result.answer == "a cat sits on a mat."
+    phrases = result.grounded_phrases
+    assert [p for p, _ in phrases] == ["a cat", "a mat"]
+    for (_, mask), reference in zip(phrases, io["gcg2.pred_mask_logits"] > 0, strict=True):
+        union = (mask.mask | reference.numpy()).sum()
+        assert union == 0 or (mask.mask & reference.numpy()).sum() / union >= 0.99
