@@ -43,6 +43,16 @@ def test_query_summary_output(tiny_profile, tmp_path, capsys):
     assert printed.startswith("answer: ") and "mask 0: 'region 1'" in printed and "timings:" in printed
 
 
+def test_query_with_the_segmentation_task_on_glamm_tiny_writes_its_mask(glamm_tiny_profile, tmp_path, capsys):
+    argv = ["query", str(DEMO_IMAGE), "segment the red circle", "--profile", "glamm-tiny", "--task", "segmentation",
+            "--out", str(tmp_path), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["errors"] == [] and "[SEG]" in result["raw_reply"]
+    assert any(m["source"] == "signal_embedding" for m in result["masks"])
+    assert main([*argv[:5], "--task", "painting", "--out", str(tmp_path)]) == 2
+
+
 def _fails(argv, capsys, expected):
     code = main(argv)
     err = capsys.readouterr().err

@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("request", help='request in language, e.g. "segment the red mug"')
     query.add_argument("--point", action="append", default=[], metavar="X,Y", help="point sketch, pixels (repeatable)")
     query.add_argument("--box", action="append", default=[], metavar="X1,Y1,X2,Y2", help="box sketch, pixels")
+    query.add_argument("--task", default=None, help="a task of the segmenter's (segmentation): the reply must ground the "
+                       "request, so a mask comes back; default: the model decides")
     query.add_argument("--profile", default="default", help="model profile from config/profiles.yaml")
     query.add_argument("--profiles-file", default=None, help="profiles YAML (default: the package's)")
     query.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -203,7 +205,7 @@ def _query(args) -> int:
     depth, camera = _depth_input(args, (height, width))
 
     pipeline = VitronPipeline.from_profile(profile, device=args.device, progress=_progress)
-    result, _ = pipeline(image, args.request, sketches)
+    result, _ = pipeline(image, args.request, sketches, task=args.task)
     lifted = []
     if depth is not None:
         from .core.lifting import lift_mask
