@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from vitron_ros.core.conversation import Conversation, Turn
-from vitron_ros.core.invocation import parse_reply
 from vitron_ros.core.model.families import FAMILIES
 from vitron_ros.core.model.vitron_llm import VitronLLM
 from vitron_ros.core.pipeline import VitronPipeline
@@ -83,4 +82,3 @@ def test_free_requests_parse_and_sketches_are_described(llava_pipeline, scene, a
 def test_request_spans_are_the_phrases_a_request_can_name():
     spans = request_spans("segment the red mug, please.")
     assert spans[0] == "segment the red mug please" and "the red mug" in spans and "red" in spans
-    assert parse_reply("x", (10, 10), {"segmenter": {"segmentation"}}).errors == ()

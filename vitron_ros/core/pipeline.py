@@ -198,7 +198,7 @@ class VitronPipeline:
         """
         with self.model_lock:
             query = self._begin(image, request, sketches, conversation, progress)
-            # 4. Generate the reply, under the invocation grammar
+            # 4. The reply: generated under the invocation grammar, or planned (the checkpoint's family says which)
             with query.timer.stage("llm_generate"):
                 on_text = (lambda text: progress("llm_generate", text)) if progress is not None else None
                 reply = self._reply(query, task, on_text)

@@ -6,8 +6,8 @@ a signal projector. Free text outside tags stays free (it only cannot open a tag
 backends decode under it (model/constrained.py); remote servers take it as Lark (llguidance), GBNF (llama.cpp's
 llama-server, and xgrammar's EBNF) or a regular expression (vLLM / outlines).
 
-Normalised boxes are exact: two decimals ("0.00" to "1.00", as LLaVA-1.5 and the ShapesWorld checkpoints write
-them), x1 < x2 and y1 < y2, and, for a known image size, at least one pixel of the box inside the image after
+Normalised boxes are exact: hundredths written as the checkpoint family writes them (BOX_STYLES: "0.30" for the
+ShapesWorld checkpoints, "0.3" for LLaVA-1.5's grounding data), x1 < x2 and y1 < y2, and, for a known image size, at least one pixel of the box inside the image after
 LLaVA's padded-square letterbox (what `parse_box` checks). Pixel boxes are integers within the image; their order
 is not enforced by the grammar (a pixel pair cross product is too large), so a pixel-box checkpoint can still
 write a reversed box, which the parser reports.
@@ -26,7 +26,6 @@ from functools import cached_property
 
 from .geometry import Letterbox
 
-SEG_SYMBOL = "SEG"  # the rule name standing for the [SEG] special token
 _TEXT = r"[^<\[]"  # one character of free text: anything that does not open a tag or a token
 _MAX_TEXT_TOKENS = 24  # tokens of an instruction or phrase before the grammar closes it (bounds a forced call)
 _MAX_LEAD_TOKENS = 12  # tokens of free text before a required call
@@ -109,7 +108,7 @@ class _Grammar:
         """llguidance's Lark dialect; `[SEG]` is the tokenizer's special token `seg_token_id` (never spelled)."""
         if self.seg and seg_token_id is None:
             raise ValueError("a grammar with [SEG] needs the tokenizer's [SEG] token id")
-        lines = ["items: item*"]
+        lines = ["items: item*"] if "item" in self.rules else []
         for name, alternatives in self.rules.items():
             lines.append(f"{name}: {_alternatives(alternatives, _lark_symbol)}")
         lines.append(f"TEXT: /{_TEXT}+/")
@@ -127,7 +126,8 @@ class _Grammar:
         lines = []
         for name in ["start", *[n for n in self.rules if n != "start"]]:
             lines.append(f"{names[name]} ::= {_alternatives(self.rules[name], lambda s: _gbnf_symbol(s, names))}")
-        lines.append("items ::= item*")
+        if "item" in self.rules:
+            lines.append("items ::= item*")
         lines.append(f"text ::= {_TEXT}+")
         lines.append(f"instr ::= {_TEXT}*")
         lines.append(f"phrase-text ::= [^<\\[ ] {_TEXT}*")
@@ -158,8 +158,6 @@ class _Grammar:
         return expand("start")
 
 
-
-
 @dataclass(frozen=True)
 class ChoiceGrammar(_Grammar):
     """Exactly one of `options` (a one-word task choice, or a span of the request): nothing else can be written."""
@@ -174,7 +172,7 @@ class ChoiceGrammar(_Grammar):
 
     @cached_property
     def rules(self) -> dict[str, list[list[str]]]:
-        return {"start": [[f"\"{option}\""] for option in self.options], "item": [["TEXT"]]}
+        return {"start": [[f"\"{option}\""] for option in self.options]}
 
 
 @dataclass(frozen=True)
@@ -202,7 +200,7 @@ class BoxGrammar(_Grammar):
 
     @cached_property
     def rules(self) -> dict[str, list[list[str]]]:
-        return {"start": [["box"]], "item": [["TEXT"]], **box_rules(self.box_format, self.box_style, self.image_hw)}
+        return {"start": [["box"]], **box_rules(self.box_format, self.box_style, self.image_hw)}
 
 
 @dataclass(frozen=True)

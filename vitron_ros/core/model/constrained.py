@@ -125,6 +125,6 @@ class GrammarSession:
 
     def complete_length(self, generated: int) -> int:
         """How many of `generated` tokens form a complete reply (all, unless decoding ran out inside a tag)."""
-        if self.consumed >= generated and self.matcher.is_accepting() or self.matcher.is_stopped():
+        if self.matcher.is_stopped() or (self.consumed >= generated and self.matcher.is_accepting()):
             return generated
         return self.last_complete or 0

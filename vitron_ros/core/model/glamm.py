@@ -149,13 +149,14 @@ def _strip_around_added_tokens(tokenizer) -> None:
     tokenizer.backend_tokenizer.add_tokens([t for t in stripped if not t.special])
 
 
-def read_glamm_state(folder: Path) -> dict:
-    """Every weight file of a GLaMM checkpoint folder (sharded .safetensors or .bin, read safely), merged."""
+def read_weights(folder: Path) -> dict:
+    """Every weight file of a checkpoint folder (GLaMM's or CLIP's; sharded .safetensors or .bin, read safely),
+    merged."""
     from .weights import read_state_dict
 
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not files:
-        raise CheckpointLoadError(f"{folder} holds no .safetensors or pytorch_model*.bin weights: not a GLaMM checkpoint")
+        raise CheckpointLoadError(f"{folder} holds no .safetensors or pytorch_model*.bin weights")
     state: dict = {}
     for path in files:
         state.update(read_state_dict(path))
@@ -189,12 +190,10 @@ def convert_glamm(glamm_folder: str | os.PathLike, clip_folder: str | os.PathLik
         raise CheckpointLoadError(f"cannot read a GLaMM or CLIP config.json: {exc}") from None
     clip_config = clip_config.get("vision_config", clip_config)  # a full CLIPModel folder (openai/clip-vit-*)
     progress(f"converting GLaMM {glamm_folder} (+ CLIP {clip_folder}) -> {out_folder}")
-    parts = split_glamm_state(read_glamm_state(glamm_folder))
-    clip_state = {k.removeprefix("vision_model.") if k.startswith("vision_model.") else k: v
-                  for k, v in read_glamm_state(clip_folder).items() if not k.startswith(("text_model.", "logit_scale",
-                                                                                          "text_projection",
-                                                                                          "visual_projection"))}
-    model = build_llava(parts, {"vision_model." + k: v for k, v in clip_state.items()}, llava_config(config, clip_config))
+    parts = split_glamm_state(read_weights(glamm_folder))
+    # the tower's weights only: a full CLIPModel folder also holds the text tower and both projections
+    clip_state = {k: v for k, v in read_weights(clip_folder).items() if k.startswith("vision_model.")}
+    model = build_llava(parts, clip_state, llava_config(config, clip_config))
     try:
         tokenizer = AutoTokenizer.from_pretrained(glamm_folder)
     except Exception as exc:
